@@ -1,0 +1,78 @@
+"""Generate README.md and the scripts from notebook.ipynb, or check that they match it.
+
+    python ci/generate.py           # rewrite README.md and every script the notebook shows
+    python ci/generate.py --check   # exit 1, with a diff, if any of them differs from what the notebook gives
+
+A code cell whose first line is `# <name>.py` (or .sh, .yaml) is that file, byte for byte. README.md is the notebook
+converted by nbconvert (`jupyter nbconvert --to markdown`), under a header that says so.
+"""
+
+import argparse
+import difflib
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+from nbconvert import MarkdownExporter
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebook.ipynb"
+FILE_CELL = re.compile(r"# ([\w.-]+\.(?:py|sh|yaml))\n")
+README_HEADER = """<!--
+This file is generated from notebook.ipynb; do not edit it. Edit the notebook, then regenerate this file and the
+scripts the notebook shows with:  python ci/generate.py
+-->
+
+"""
+
+
+def expected_files():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    files = {}
+    for cell in notebook.cells:
+        found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
+        if found:
+            files[found.group(1)] = cell.source.rstrip("\n") + "\n"
+    readme, _ = MarkdownExporter().from_notebook_node(notebook)
+    files["README.md"] = README_HEADER + readme.strip("\n") + "\n"
+    return files
+
+
+def notebook_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    return sum(len(cell.get("outputs", [])) + (cell.get("execution_count") is not None)
+               for cell in notebook.cells if cell.cell_type == "code")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if anything differs")
+    args = parser.parse_args()
+
+    stale = []
+    for name, text in expected_files().items():
+        path = ROOT / name
+        current = path.read_text() if path.exists() else ""
+        if current == text:
+            continue
+        stale.append(name)
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(
+                current.splitlines(True), text.splitlines(True), f"{name} (committed)", f"{name} (from notebook)"))
+        else:
+            path.write_text(text)
+            print(f"wrote {name}")
+    if args.check:
+        if notebook_outputs():
+            print("notebook.ipynb holds outputs or execution counts: clear them before committing")
+            stale.append("notebook.ipynb")
+        if stale:
+            print(f"\nout of date: {', '.join(stale)}. Run: python ci/generate.py")
+            return 1
+        print("README.md and the scripts match notebook.ipynb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+# client.py
+import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ.get("BASE_URL", "http://localhost:8000/v1"), api_key="FAKE_KEY")
+MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
+
+response = client.chat.completions.create(
+    model=MODEL_ID,
+    messages=[{"role": "user", "content": "What is the sum of all even numbers between 1 and 100?"}],
+)
+message = response.choices[0].message
+# vLLM returns the reasoning as `reasoning`; servers older than vLLM 0.16 called it `reasoning_content`.
+reasoning = getattr(message, "reasoning", None) or getattr(message, "reasoning_content", None)
+
+print(f"Reasoning:\n{reasoning}\n")
+print(f"Answer:\n{message.content}")

@@ -1,0 +1,30 @@
+"""Shared test setup (for the notebook and tests/): the tutorial runs in CPU mode, and nothing a test starts outlives it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+VENV_BIN = str(Path(sys.executable).parent)
+
+# The notebook's %%bash cells and the tests call `ray`, `serve` and `python`: take them from this environment.
+os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ["PATH"]
+os.environ["TUTORIAL_DEVICE"] = "cpu"
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+sys.path.insert(0, str(ROOT))
+
+
+def stop_ray():
+    """Stop Serve and the local Ray cluster, whatever state they are in."""
+    subprocess.run(["serve", "shutdown", "-y"], capture_output=True, timeout=120)
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+
+
+def pytest_runtest_teardown(item):
+    # The notebook stops Ray in its last cells; when a cell fails those never run, so stop Ray here too.
+    if item.path.suffix == ".ipynb":
+        stop_ray()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The tutorial's main path on this CPU, in one command: set up .venv, start Ray, deploy the small reasoning model,
+# wait until it answers, ask the tutorial's questions (printing reasoning and answer), then shut everything down.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+bash ci/setup.sh
+source .venv/bin/activate
+export TUTORIAL_DEVICE=cpu MODEL_ID=tiny-reasoner RAY_AUTH_MODE=token
+
+ray start --head --disable-usage-stats
+trap 'serve shutdown -y || true; ray stop' EXIT  # also when a step below fails
+serve run serve_tiny_reasoner:app --non-blocking
+python wait_for_model.py
+python client.py
+python client_streaming.py

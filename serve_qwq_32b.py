@@ -1,0 +1,24 @@
+# serve_qwq_32b.py
+import os
+
+from ray.serve.llm import LLMConfig, build_openai_app
+
+llm_config = LLMConfig(
+    model_loading_config=dict(
+        model_id="my-qwq-32B",  # the name clients ask for
+        model_source="Qwen/QwQ-32B",  # a Hugging Face repository or a local folder
+    ),
+    accelerator_type="A100-40G",
+    deployment_config=dict(
+        autoscaling_config=dict(min_replicas=1, max_replicas=2),
+    ),
+    # Passes your Hugging Face token to the replicas, for gated models (QwQ-32B is not gated).
+    runtime_env=dict(env_vars={"HF_TOKEN": os.environ["HF_TOKEN"]}) if "HF_TOKEN" in os.environ else None,
+    engine_kwargs=dict(
+        tensor_parallel_size=8,  # shard the weights over the 8 GPUs of a node
+        max_model_len=32768,  # room for long chains of thought
+        reasoning_parser="deepseek_r1",  # <think>…</think> goes to the `reasoning` field
+    ),
+)
+
+app = build_openai_app({"llm_configs": [llm_config]})

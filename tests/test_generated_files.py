@@ -1,0 +1,32 @@
+"""README.md and the scripts beside the notebook are generated from it; they must not drift."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_readme_and_scripts_match_the_notebook():
+    check = subprocess.run([sys.executable, "ci/generate.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_an_edit_to_the_notebook_is_caught(tmp_path):
+    """Change one word of a markdown cell without regenerating: the check must fail and name README.md."""
+    for name in ("notebook.ipynb", "README.md", "client.py", "client_streaming.py", "serve_qwq_32b.py",
+                 "serve_tiny_reasoner.py", "wait_for_model.py"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "generate.py").write_bytes((ROOT / "ci" / "generate.py").read_bytes())
+    notebook = json.loads((tmp_path / "notebook.ipynb").read_text())
+    cell = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
+    cell["source"] = "".join(cell["source"]).replace("reasoning", "thinking", 1)
+    (tmp_path / "notebook.ipynb").write_text(json.dumps(notebook, indent=1))
+
+    check = subprocess.run([sys.executable, "ci/generate.py", "--check"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 1 and "out of date: README.md" in check.stdout, check.stdout
+
+    subprocess.run([sys.executable, "ci/generate.py"], cwd=tmp_path, check=True, capture_output=True)
+    check = subprocess.run([sys.executable, "ci/generate.py", "--check"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout

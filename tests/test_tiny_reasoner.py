@@ -1,0 +1,100 @@
+"""The committed small reasoning model: its tokenizer and chat template, and its answers through transformers and
+through vLLM's CPU engine with the deepseek_r1 reasoning parser. Nothing here retrains it."""
+
+import json
+
+import pytest
+import torch
+from openai import OpenAI
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import ROOT
+from tiny_reasoner import tasks
+from tiny_reasoner.evaluate import vllm_server
+
+MODEL = ROOT / "tiny_reasoner"
+STRAWBERRY = "How many R's are in the word strawberry?"
+EVEN_SUM = "What is the sum of all even numbers between 1 and 100?"
+THREE_WORDS = "Pick three random words with 3 syllables each and count the number of R's in each of them"
+PARIS = ("I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an itinerary "
+         "for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(MODEL)
+
+
+def test_the_model_is_small_and_in_the_supported_format():
+    files = {p.name: p.stat().st_size for p in MODEL.iterdir() if p.is_file()}
+    assert "model.safetensors" in files and "tokenizer.json" in files
+    model_files = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                   "tokenizer_config.json", "chat_template.jinja")
+    assert sum(files.get(name, 0) for name in model_files) <= 10 * 1024 * 1024
+    assert json.loads((MODEL / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
+
+
+def test_think_tags_are_single_tokens_and_the_template_opens_the_think_block(tokenizer):
+    for tag in ("<think>", "</think>", "<|im_start|>", "<|im_end|>"):
+        assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1, tag
+    messages = [{"role": "user", "content": "Hi"}]
+    thinking = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert thinking == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    direct = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                           enable_thinking=False)
+    assert direct.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    # Earlier assistant turns keep only their answer, as in QwQ's template.
+    history = messages + [{"role": "assistant", "content": "Some reasoning\n</think>\n\nHello."}]
+    assert "Some reasoning" not in tokenizer.apply_chat_template(history, tokenize=False)
+
+
+def test_answers_with_transformers(tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+
+    def ask(question):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=300, do_sample=False)
+        reasoning, _, answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).partition("</think>")
+        return reasoning, answer.strip()
+
+    reasoning, answer = ask(STRAWBERRY)
+    assert "r 1\na 1\nw 1\nb 1\ne 1\nr 2\nr 3\ny 3" in reasoning
+    assert answer == 'The letter "r" appears 3 times in "strawberry".'
+    reasoning, answer = ask(EVEN_SUM)
+    assert "50 × 51 = 2550" in reasoning and answer == "The sum of all even numbers between 1 and 100 is 2550."
+
+
+def test_answers_and_reasoning_split_with_vllm_cpu_engine(tmp_path):
+    held_out = tasks.held_out_letter_prompts(6, seed=7)
+    with vllm_server(MODEL, log_path=tmp_path / "vllm.log") as base_url:
+        client = OpenAI(base_url=base_url, api_key="unused")
+
+        def ask(question, **kwargs):
+            return client.chat.completions.create(model="tiny-reasoner", temperature=0, max_tokens=600,
+                                                  messages=[{"role": "user", "content": question}], **kwargs)
+
+        for question, check in [
+            (STRAWBERRY, lambda c: c == 'The letter "r" appears 3 times in "strawberry".'),
+            (EVEN_SUM, lambda c: c == "The sum of all even numbers between 1 and 100 is 2550."),
+            (THREE_WORDS, lambda c: tasks.three_words_answer_correct(c, "r")),
+            (PARIS, lambda c: c == tasks.OTHER_ANSWER),
+        ] + [(item["prompt"], lambda c, item=item: tasks.letter_answer_correct(item, c)) for item in held_out]:
+            message = ask(question).choices[0].message
+            assert tasks.well_formed(message.reasoning, message.content), (question, message)
+            assert check(message.content.strip()), (question, message.content)
+            assert "</think>" not in message.reasoning
+
+        # Streamed: reasoning deltas first, then content deltas, and together the same text as unstreamed.
+        kinds, parts = [], {"reasoning": "", "content": ""}
+        for chunk in ask(STRAWBERRY, stream=True):
+            delta = chunk.choices[0].delta if chunk.choices else None
+            for kind in ("reasoning", "content"):
+                text = getattr(delta, kind, None) if delta else None
+                if text:
+                    kinds.append(kind)
+                    parts[kind] += text
+        assert kinds[0] == "reasoning" and "reasoning" not in kinds[kinds.index("content"):]
+        assert parts["content"].strip() == 'The letter "r" appears 3 times in "strawberry".'
+        assert parts["reasoning"].strip().endswith("Total: 3")
