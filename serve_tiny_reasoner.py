@@ -1,4 +1,3 @@
-# serve_tiny_reasoner.py
 import os
 
 from ray.serve.llm import LLMConfig, build_openai_app

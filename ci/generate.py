@@ -3,7 +3,8 @@
     python ci/generate.py           # rewrite README.md and every script the notebook shows
     python ci/generate.py --check   # exit 1, with a diff, if any of them differs from what the notebook gives
 
-A code cell whose first line is `# <name>.py` (or .sh, .yaml) is that file, byte for byte. README.md is the notebook
+A code cell whose first line is `%%writefile <name>.py` holds that file (the lines after the magic); a code cell whose
+first line is `# <name>.py` is that file, byte for byte, and the notebook runs it in place. (Also .sh and .yaml.) README.md is the notebook
 converted by nbconvert (`jupyter nbconvert --to markdown`), under a header that says so.
 """
 
@@ -18,7 +19,8 @@ from nbconvert import MarkdownExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebook.ipynb"
-FILE_CELL = re.compile(r"# ([\w.-]+\.(?:py|sh|yaml))\n")
+# A cell that writes a file (`%%writefile name`) or runs one and names it in its first line (`# name`).
+FILE_CELL = re.compile(r"(%%writefile |# )([\w.-]+\.(?:py|sh|yaml))\n")
 README_HEADER = """<!--
 This file is generated from notebook.ipynb; do not edit it. Edit the notebook, then regenerate this file and the
 scripts the notebook shows with:  python ci/generate.py
@@ -33,7 +35,8 @@ def expected_files():
     for cell in notebook.cells:
         found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
         if found:
-            files[found.group(1)] = cell.source.rstrip("\n") + "\n"
+            body = cell.source[found.end():] if found.group(1) == "%%writefile " else cell.source
+            files[found.group(2)] = body.rstrip("\n") + "\n"
     readme, _ = MarkdownExporter().from_notebook_node(notebook)
     files["README.md"] = README_HEADER + readme.strip("\n") + "\n"
     return files
