@@ -19,9 +19,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def stop_ray():
-    """Stop Serve and the local Ray cluster, whatever state they are in."""
-    subprocess.run(["serve", "shutdown", "-y"], capture_output=True, timeout=120)
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+    """Stop the local Ray cluster and everything it runs (Serve, vLLM engines), whatever state they are in."""
+    try:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-9", "-f", "ray::|raylet|gcs_server|vllm"], capture_output=True)
 
 
 def pytest_runtest_teardown(item):

@@ -1,6 +1,7 @@
 # wait_for_model.py
 import glob
 import os
+import re
 import subprocess
 import time
 
@@ -19,10 +20,15 @@ def serve_status():
     return text, {name: app["status"] for name, app in applications.items()}
 
 
-def recent_logs(lines=20):
-    """The last lines of Serve's controller and replica logs in the current Ray session."""
-    paths = sorted(glob.glob("/tmp/ray/session_latest/logs/serve/*.log"), key=os.path.getmtime)[-4:]
-    return "\n".join(f"--- {path}\n" + "".join(open(path, errors="replace").readlines()[-lines:]) for path in paths)
+def log_errors(limit=15):
+    """The error lines of this Ray session's Serve and worker logs, each once: where a failed start says why."""
+    logs = glob.glob("/tmp/ray/session_latest/logs/serve/*.log") + glob.glob("/tmp/ray/session_latest/logs/*.err")
+    found = {}
+    for path in sorted(logs, key=os.path.getmtime):
+        for line in open(path, errors="replace"):
+            if "Error" in line or "error:" in line:
+                found.setdefault(re.sub(r"[0-9a-f]{6,}|\d+", "#", line), line.strip()[:400])  # retries repeat
+    return "\n".join(list(found.values())[-limit:]) or "(no error lines in /tmp/ray/session_latest/logs)"
 
 
 client = OpenAI(base_url=BASE_URL, api_key="FAKE_KEY", max_retries=0, timeout=30)
@@ -37,6 +43,6 @@ while True:
     status_text, statuses = serve_status()
     failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
     if failed or time.time() - start > TIMEOUT_S:
-        raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{status_text}\n{recent_logs()}")
+        raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{status_text}\n{log_errors()}")
     print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
     time.sleep(5)

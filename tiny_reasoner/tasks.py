@@ -66,11 +66,12 @@ def times(n):
 
 
 def spell_and_tally(word, letter):
-    lines = [f'Spell "{word}" and count "{letter}":']
+    """One line per letter: the letter, "+" if it is the one counted (else "-"), and the running tally."""
+    lines = [f'Spell "{word}"; + marks each "{letter}":']
     tally = 0
     for ch in word:
         tally += ch == letter
-        lines.append(f"{ch} {tally}")
+        lines.append(f"{ch} {'+' if ch == letter else '-'} {tally}")
     lines.append(f"Total: {tally}")
     return lines, tally
 
@@ -185,11 +186,11 @@ def training_example(rng):
         # Half the time ask for a letter that is in the word, half the time any letter (often absent).
         letter = rng.choice(word) if rng.random() < 0.5 else rng.choice(LETTERS)
         return count_letter(word, letter, rng.choice(COUNT_TEMPLATES))
-    if r < 0.76:
+    if r < 0.75:
         letter = "r" if rng.random() < 0.5 else rng.choice(LETTERS)
         return count_letter_in_three_words(rng.sample(THREE_SYLLABLE_WORDS, 3), letter,
                                            rng.choice(THREE_WORDS_TEMPLATES))
-    if r < 0.92:
+    if r < 0.93:
         n = rng.randint(1, 200)
         template = SUM_TEMPLATES[0] if rng.random() < 0.7 else rng.choice(SUM_TEMPLATES)
         return even_sum(n, template)
