@@ -2,7 +2,6 @@
 through vLLM's CPU engine with the deepseek_r1 reasoning parser. Nothing here retrains it."""
 
 import json
-import re
 
 import pytest
 import torch
@@ -62,8 +61,8 @@ def test_answers_with_transformers(tokenizer):
 
     # The reasoning spells the word letter by letter, then the think block closes and an answer about it follows.
     reasoning, answer = ask(STRAWBERRY)
-    assert reasoning.startswith('Spell "strawberry"; + marks each "r":\ns - 0\nt - 0\nr + 1\na - 1')
-    assert reasoning.strip().endswith("y - 3\nTotal: 3")
+    assert reasoning.startswith('Spell "strawberry", compare with "r":\ns r - 0\nt r - 0\nr r + 1\na r - 1')
+    assert reasoning.strip().endswith("y r - 3\nTotal: 3")
     assert answer == 'The letter "r" appears 3 times in "strawberry".'
     reasoning, answer = ask(EVEN_SUM)
     assert "50 × 51 = 2550" in reasoning and answer == "The sum of all even numbers between 1 and 100 is 2550."
@@ -78,13 +77,13 @@ def test_answers_and_reasoning_split_with_vllm_cpu_engine(tmp_path):
             return client.chat.completions.create(model="tiny-reasoner", temperature=0, max_tokens=600,
                                                   messages=[{"role": "user", "content": question}], **kwargs)
 
-        # Exact accuracy is measured by evaluate.py; here: the split is right and the answers have the right form.
+        # Accuracy over hundreds of prompts is measured by evaluate.py; here: a handful of exact answers, the split.
         for question, check in [
-            (STRAWBERRY, lambda c: c.startswith('The letter "r" appears ') and c.endswith(' in "strawberry".')),
-            (EVEN_SUM, lambda c: c.startswith("The sum of all even numbers between 1 and 100 is ")),
-            (THREE_WORDS, lambda c: len(re.findall(r"^- [a-z]+: \d+$", c, flags=re.M)) == 3),
+            (STRAWBERRY, lambda c: c == 'The letter "r" appears 3 times in "strawberry".'),
+            (EVEN_SUM, lambda c: c == "The sum of all even numbers between 1 and 100 is 2550."),
+            (THREE_WORDS, lambda c: tasks.three_words_answer_correct(c, "r")),
             (PARIS, lambda c: c == tasks.OTHER_ANSWER),
-        ] + [(item["prompt"], lambda c, item=item: f'in "{item["word"]}"' in c) for item in held_out]:
+        ] + [(item["prompt"], lambda c, item=item: tasks.letter_answer_correct(item, c)) for item in held_out]:
             message = ask(question).choices[0].message
             assert tasks.well_formed(message.reasoning, message.content), (question, message)
             assert check(message.content.strip()), (question, message.content)

@@ -1,7 +1,7 @@
 """Score the tiny reasoning model the way the tutorial serves it: vLLM's OpenAI-compatible server on CPU, the
 `deepseek_r1` reasoning parser, greedy decoding.
 
-    python -m tiny_reasoner.evaluate                 # about 5 minutes on 2 cores; writes eval_results.json
+    python -m tiny_reasoner.evaluate                 # about 8 minutes on 2 cores; writes eval_results.json
 
 For each task family it reports the share of exactly correct answers and of well-formed outputs (non-empty
 `reasoning`, non-empty `content`, no think tag in `content`), with thinking on and with thinking off.
@@ -70,15 +70,18 @@ def vllm_server(model_dir=HERE, served_name="tiny-reasoner", extra_args=(), log_
         log.close()
 
 
-async def ask_all(base_url, items, thinking, model="tiny-reasoner", concurrency=16):
+async def ask_all(base_url, items, thinking, budget=None, model="tiny-reasoner", concurrency=16):
     client = AsyncOpenAI(base_url=base_url, api_key="not-needed")
     limit = asyncio.Semaphore(concurrency)
+    extra = {"chat_template_kwargs": {"enable_thinking": thinking}}
+    if budget is not None:
+        extra["thinking_token_budget"] = budget  # vLLM forces </think> after this many reasoning tokens
 
     async def ask(item):
         async with limit:
             response = await client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": item["prompt"]}], temperature=0,
-                max_tokens=600, extra_body={"chat_template_kwargs": {"enable_thinking": thinking}})
+                max_tokens=600, extra_body=extra)
         message = response.choices[0].message
         return {**item, "reasoning": getattr(message, "reasoning", None), "content": message.content,
                 "completion_tokens": response.usage.completion_tokens}
@@ -89,9 +92,9 @@ async def ask_all(base_url, items, thinking, model="tiny-reasoner", concurrency=
         await client.close()
 
 
-def score(results, thinking):
+def score(results, thinking, families=("letters", "sums", "other")):
     table = {}
-    for family in ("letters", "sums", "other"):
+    for family in families:
         rows = [r for r in results if r["family"] == family]
         if thinking:
             answers = [r["content"] for r in rows]
@@ -115,10 +118,26 @@ def score(results, thinking):
     return table
 
 
+def thinking_table(report):
+    """The notebook's table of thinking controls, as markdown, from a saved report (a test keeps them equal)."""
+    rows = ["| thinking | letters: correct | tokens per answer | sums: correct | tokens per answer |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    names = {"thinking_on": "on", "thinking_off": "off"}
+    budgets = sorted(int(key.rsplit("_", 1)[1]) for key in report if key.startswith("thinking_budget_"))
+    for key in ["thinking_on", "thinking_off"] + [f"thinking_budget_{b}" for b in budgets]:
+        name = names.get(key) or f"on, budget {key.rsplit('_', 1)[1]} tokens"
+        letters, sums = report[key]["letters"], report[key]["sums"]
+        rows.append(f"| {name} | {letters['correct']:.1%} | {letters['mean_completion_tokens']:.0f} | "
+                    f"{sums['correct']:.1%} | {sums['mean_completion_tokens']:.0f} |")
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=HERE)
     parser.add_argument("--letters", type=int, default=300, help="held-out letter-counting prompts")
+    parser.add_argument("--budgets", type=int, nargs="*", default=[64, 128],
+                        help="thinking_token_budget values to score letters and sums at, thinking on")
     parser.add_argument("--out", type=Path, default=HERE / "eval_results.json")
     parser.add_argument("--log", type=Path, default=Path("/tmp/tiny_reasoner_eval_vllm.log"))
     args = parser.parse_args()
@@ -131,6 +150,10 @@ def main():
         for thinking in (True, False):
             results = asyncio.run(ask_all(base_url, items, thinking))
             report["thinking_on" if thinking else "thinking_off"] = score(results, thinking)
+        reasoning_items = [item for item in items if item["family"] != "other"]
+        for budget in args.budgets:
+            results = asyncio.run(ask_all(base_url, reasoning_items, True, budget))
+            report[f"thinking_budget_{budget}"] = score(results, True, families=("letters", "sums"))
     report["total_seconds"] = round(time.time() - started, 1)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -140,6 +163,11 @@ def main():
         on, off = report["thinking_on"][family], report["thinking_off"][family]
         print(f"{family:8} {on['prompts']:7d} | {on['correct']:20.1%} {on['well_formed']:11.1%} "
               f"{on['mean_completion_tokens']:6.0f} | {off['correct']:21.1%} {off['mean_completion_tokens']:6.0f}")
+    print(f"\n{'thinking':12} | {'letters: correct':>16} {'tokens':>6} | {'sums: correct':>13} {'tokens':>6}")
+    for key in ["thinking_on", "thinking_off"] + [f"thinking_budget_{b}" for b in args.budgets]:
+        letters, sums = report[key]["letters"], report[key]["sums"]
+        print(f"{key.removeprefix('thinking_'):12} | {letters['correct']:16.1%} {letters['mean_completion_tokens']:6.0f} |"
+              f" {sums['correct']:13.1%} {sums['mean_completion_tokens']:6.0f}")
     print(f"saved {args.out} ({report['total_seconds']:.0f}s)")
 
 

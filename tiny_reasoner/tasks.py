@@ -66,12 +66,14 @@ def times(n):
 
 
 def spell_and_tally(word, letter):
-    """One line per letter: the letter, "+" if it is the one counted (else "-"), and the running tally."""
-    lines = [f'Spell "{word}"; + marks each "{letter}":']
+    """One line per letter of the word: that letter, the letter counted, "+" if they are the same (else "-"), and
+    the running tally. Repeating the counted letter on every line puts the two letters side by side, so a tiny model
+    compares neighbours instead of looking back to the question for every letter."""
+    lines = [f'Spell "{word}", compare with "{letter}":']
     tally = 0
     for ch in word:
         tally += ch == letter
-        lines.append(f"{ch} {'+' if ch == letter else '-'} {tally}")
+        lines.append(f"{ch} {letter} {'+' if ch == letter else '-'} {tally}")
     lines.append(f"Total: {tally}")
     return lines, tally
 
@@ -180,13 +182,13 @@ Reykjavik Buenos-Aires Kyoto Marrakesh Helsinki astronomy origami beekeeping gla
 def training_example(rng):
     """One (prompt, reasoning, answer) drawn from the training distribution."""
     r = rng.random()
-    if r < 0.70:
+    if r < 0.66:
         length = rng.randint(3, 14)
         word = rng.choice(TRAIN_WORDS) if rng.random() < 0.6 else random_letters(rng, length)
         # Half the time ask for a letter that is in the word, half the time any letter (often absent).
         letter = rng.choice(word) if rng.random() < 0.5 else rng.choice(LETTERS)
         return count_letter(word, letter, rng.choice(COUNT_TEMPLATES))
-    if r < 0.75:
+    if r < 0.71:
         letter = "r" if rng.random() < 0.5 else rng.choice(LETTERS)
         return count_letter_in_three_words(rng.sample(THREE_SYLLABLE_WORDS, 3), letter,
                                            rng.choice(THREE_WORDS_TEMPLATES))
