@@ -3,7 +3,10 @@ import os
 
 from openai import OpenAI
 
-client = OpenAI(base_url=os.environ.get("BASE_URL", "http://localhost:8000/v1"), api_key="FAKE_KEY")
+client = OpenAI(
+    base_url=os.environ.get("BASE_URL", "http://localhost:8000/v1"),
+    api_key=os.environ.get("API_KEY", "FAKE_KEY"),  # any placeholder, unless the server requires a key
+)
 MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
 
 stream = client.chat.completions.create(

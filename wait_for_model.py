@@ -31,7 +31,7 @@ def log_errors(limit=15):
     return "\n".join(list(found.values())[-limit:]) or "(no error lines in /tmp/ray/session_latest/logs)"
 
 
-client = OpenAI(base_url=BASE_URL, api_key="FAKE_KEY", max_retries=0, timeout=30)
+client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=30)
 start = time.time()
 while True:
     try:

@@ -32,3 +32,16 @@ def test_an_edit_to_the_notebook_is_caught(tmp_path):
     subprocess.run([sys.executable, "ci/generate.py"], cwd=tmp_path, check=True, capture_output=True)
     check = subprocess.run([sys.executable, "ci/generate.py", "--check"], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+
+
+def test_the_numbers_quoted_for_the_small_model_are_the_measured_ones():
+    """The notebook and the model card quote tiny_reasoner/eval_results.json, which evaluate.py writes."""
+    from tiny_reasoner.evaluate import thinking_table
+
+    report = json.loads((ROOT / "tiny_reasoner" / "eval_results.json").read_text())
+    readme, card = (ROOT / "README.md").read_text(), (ROOT / "tiny_reasoner" / "README.md").read_text()
+    assert thinking_table(report) in readme
+    assert thinking_table(report) in card
+    letters_on, letters_off = report["thinking_on"]["letters"], report["thinking_off"]["letters"]
+    for number in (f"{letters_on['correct']:.1%}", f"{letters_off['correct']:.1%}"):
+        assert number in readme and number in card, number
