@@ -17,11 +17,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def stop_ray():
-    """Stop the local Ray cluster and everything it runs (Serve, vLLM engines), whatever state they are in."""
-    try:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        subprocess.run(["pkill", "-9", "-f", "ray::|raylet|gcs_server|vllm"], capture_output=True)
+    """Stop the local Ray cluster and everything it runs (Serve, vLLM engines), whatever state they are in.
+
+    A plain `ray stop` lets each replica shut its vLLM engine down. `ray stop --force` alone kills the replicas with
+    SIGKILL, and their engine processes (VLLM::EngineCore and its worker, 2.6 GB between them) live on as orphans;
+    so force only what the plain stop left, then kill any engine process that survived.
+    """
+    for command in (["ray", "stop"], ["ray", "stop", "--force"]):
+        try:
+            subprocess.run(command, capture_output=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            pass
+    subprocess.run(["pkill", "-9", "-f", "^VLLM::|^ray::|raylet|gcs_server"], capture_output=True)
 
 
 def pytest_runtest_teardown(item):

@@ -43,6 +43,11 @@ def test_think_tags_are_single_tokens_and_the_template_opens_the_think_block(tok
     direct = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                            enable_thinking=False)
     assert direct.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    # A role the model never saw is an error, which vLLM turns into a 400, not a silent turn.
+    from jinja2.exceptions import TemplateError
+
+    with pytest.raises(TemplateError, match="Unknown role wizard"):
+        tokenizer.apply_chat_template([{"role": "wizard", "content": "Hi"}], tokenize=False)
     # Earlier assistant turns keep only their answer, as in QwQ's template.
     history = messages + [{"role": "assistant", "content": "Some reasoning\n</think>\n\nHello."}]
     assert "Some reasoning" not in tokenizer.apply_chat_template(history, tokenize=False)

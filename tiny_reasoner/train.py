@@ -26,9 +26,13 @@ THINK_TOKENS = ["<think>", "</think>"]
 
 # QwQ-style template: the generation prompt ends with "<think>\n", so the model's output starts inside its
 # reasoning. enable_thinking=False closes an empty think block in the prompt, so the model answers at once.
-# Earlier assistant turns keep only their answer, as QwQ's template does.
+# Earlier assistant turns keep only their answer, as QwQ's template does. An unknown role is an error (vLLM then
+# answers 400), rather than a turn the model has never seen.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{- raise_exception('Unknown role ' ~ message['role'] ~ ': this model knows system, user and assistant.') -}}"
+    "{%- endif -%}"
     "{%- set content = message['content'] if message['content'] is string else '' -%}"
     "{%- if message['role'] == 'assistant' and '</think>' in content -%}"
     "{%- set content = content.split('</think>')[-1].lstrip('\\n') -%}"

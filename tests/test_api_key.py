@@ -1,0 +1,57 @@
+"""api_key_ingress.py, deployed the way the notebook says: only the right bearer token gets through."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import httpx
+import yaml
+
+from conftest import ROOT, stop_ray
+
+BASE = "http://127.0.0.1:8000"
+
+
+def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(tmp_path):
+    key = secrets.token_urlsafe(24)
+    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
+    config["applications"][0]["args"]["ingress_cls_config"] = {"ingress_cls": "api_key_ingress:ApiKeyIngress"}
+    config_file = tmp_path / "serve_tiny_reasoner_api_key.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "API_KEY": key, "MODEL_ID": "tiny-reasoner", "PYTHONPATH": str(ROOT)}
+    stop_ray()
+    try:
+        subprocess.run(["ray", "start", "--head", "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                       cwd=ROOT)
+        subprocess.run(["serve", "deploy", str(config_file)], check=True, capture_output=True, cwd=ROOT)
+        # wait_for_model.py, like the clients, sends $API_KEY when it is set.
+        subprocess.run([sys.executable, "wait_for_model.py"], env=env, check=True, cwd=ROOT, timeout=600)
+
+        chat = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
+        results = {}
+        for name, headers in [("no key", {}), ("wrong key", {"Authorization": "Bearer FAKE_KEY"}),
+                              ("key without Bearer", {"Authorization": key}),
+                              ("right key", {"Authorization": f"Bearer {key}"})]:
+            for path, method, body in [("/v1/chat/completions", "POST", chat),
+                                       ("/v1/chat/completions", "POST", {**chat, "stream": True}),
+                                       ("/v1/completions", "POST", {"model": "tiny-reasoner", "prompt": "Hi",
+                                                                    "max_tokens": 2}),
+                                       ("/tokenize", "POST", {"model": "tiny-reasoner", "prompt": "Hi"}),
+                                       ("/v1/models", "GET", None)]:
+                reply = httpx.request(method, BASE + path, json=body, headers=headers, timeout=60)
+                results[(name, path, bool(body and body.get("stream")))] = reply.status_code
+                if name != "right key":
+                    assert "API key" in reply.text, reply.text
+        print("\n" + "\n".join(f"{name:20} {path:22} stream={stream!s:5} -> {status}"
+                               for (name, path, stream), status in results.items()))
+        # With the right key every request reaches the model server; /tokenize then answers 400 on this model, which
+        # is vLLM's answer, not the key check's.
+        expected = {(n, p, s): (401 if n != "right key" else 400 if p == "/tokenize" else 200) for n, p, s in results}
+        wrong = {k: status for k, status in results.items() if status != expected[k]}
+        assert not wrong, wrong
+        # The key is in no file the deployment wrote.
+        logs = subprocess.run(["grep", "-rl", key, "/tmp/ray/session_latest/logs"], capture_output=True, text=True)
+        assert logs.stdout == "", logs.stdout
+    finally:
+        stop_ray()
