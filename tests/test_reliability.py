@@ -36,8 +36,10 @@ def deployment():
         yield BASE
     finally:
         stop_ray()
-        if RESULTS:
+        if RESULTS:  # the measured tables, also kept in bench_results/ (ignored by git)
             print("\n" + json.dumps(RESULTS, indent=2))
+            (ROOT / "bench_results").mkdir(exist_ok=True)
+            (ROOT / "bench_results" / "reliability.json").write_text(json.dumps(RESULTS, indent=2))
 
 
 def good_request():

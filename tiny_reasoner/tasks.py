@@ -238,12 +238,6 @@ def letter_answer_correct(item, content):
     return bool(found) and int(found.group(1)) == item["expected"] and found.group(2) == item["word"]
 
 
-def three_words_answer_correct(content, letter="r"):
-    """Every listed word's count is right, and there are three of them."""
-    pairs = re.findall(r"^- ([a-z]+): (\d+)$", content or "", flags=re.M)
-    return len(pairs) == 3 and all(w.count(letter) == int(n) for w, n in pairs)
-
-
 def sum_answer_correct(item, content):
     found = re.search(r"is (\d+)\.", content or "")
     return bool(found) and int(found.group(1)) == item["expected"]
