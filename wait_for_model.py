@@ -28,7 +28,9 @@ def log_errors(limit=15):
         for line in open(path, errors="replace"):
             if "Error" in line or "error:" in line:
                 found.setdefault(re.sub(r"[0-9a-f]{6,}|\d+", "#", line), line.strip()[:400])  # retries repeat
-    return "\n".join(list(found.values())[-limit:]) or "(no error lines in /tmp/ray/session_latest/logs)"
+    text = "\n".join(list(found.values())[-limit:]) or "(no error lines in /tmp/ray/session_latest/logs)"
+    token = os.environ.get("HF_TOKEN")
+    return text.replace(token, "<HF_TOKEN>") if token else text  # a failed start may print its config
 
 
 client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=30)

@@ -1,5 +1,7 @@
-"""api_key_ingress.py, deployed the way the notebook says: only the right bearer token gets through."""
+"""api_key_ingress.py, deployed the way the notebook says: only the right bearer token gets through. The same
+deployment also carries an HF_TOKEN the way serve_qwq_32b.py passes it (runtime_env), to check where it shows up."""
 
+import json
 import os
 import secrets
 import subprocess
@@ -17,6 +19,8 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(tmp_path):
     key = secrets.token_urlsafe(24)
     config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
     config["applications"][0]["args"]["ingress_cls_config"] = {"ingress_cls": "api_key_ingress:ApiKeyIngress"}
+    hf_token = "hf_canary_" + secrets.token_hex(8)
+    config["applications"][0]["args"]["llm_configs"][0]["runtime_env"]["env_vars"]["HF_TOKEN"] = hf_token
     config_file = tmp_path / "serve_tiny_reasoner_api_key.yaml"
     config_file.write_text(yaml.safe_dump(config))
     env = {**os.environ, "API_KEY": key, "MODEL_ID": "tiny-reasoner", "PYTHONPATH": str(ROOT)}
@@ -26,7 +30,15 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(tmp_path):
                        cwd=ROOT)
         subprocess.run(["serve", "deploy", str(config_file)], check=True, capture_output=True, cwd=ROOT)
         # wait_for_model.py, like the clients, sends $API_KEY when it is set.
-        subprocess.run([sys.executable, "wait_for_model.py"], env=env, check=True, cwd=ROOT, timeout=600)
+        wait = subprocess.run([sys.executable, "wait_for_model.py"], env=env, check=True, cwd=ROOT, timeout=600,
+                              capture_output=True, text=True)
+        status = subprocess.run(["serve", "status"], capture_output=True, text=True, timeout=60).stdout
+        # What the notebook shows (wait_for_model.py's progress, `serve status`) never holds the Hugging Face token.
+        assert hf_token not in wait.stdout + wait.stderr + status
+        ray_logs = subprocess.run(["grep", "-rl", hf_token, "/tmp/ray/session_latest/logs"],
+                                  capture_output=True, text=True).stdout.split()
+        (ROOT / "bench_results").mkdir(exist_ok=True)
+        (ROOT / "bench_results" / "secrets.json").write_text(json.dumps({"hf_token_in_ray_logs": ray_logs}, indent=2))
 
         chat = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
         results = {}
