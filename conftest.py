@@ -1,7 +1,6 @@
 """Shared test setup (for the notebook and tests/): the tutorial runs in CPU mode, and nothing a test starts outlives it."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,20 +14,7 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 sys.path.insert(0, str(ROOT))
 
-
-def stop_ray():
-    """Stop the local Ray cluster and everything it runs (Serve, vLLM engines), whatever state they are in.
-
-    A plain `ray stop` lets each replica shut its vLLM engine down. `ray stop --force` alone kills the replicas with
-    SIGKILL, and their engine processes (VLLM::EngineCore and its worker, 2.6 GB between them) live on as orphans;
-    so force only what the plain stop left, then kill any engine process that survived.
-    """
-    for command in (["ray", "stop"], ["ray", "stop", "--force"]):
-        try:
-            subprocess.run(command, capture_output=True, timeout=120)
-        except subprocess.TimeoutExpired:
-            pass
-    subprocess.run(["pkill", "-9", "-f", "^VLLM::|^ray::|raylet|gcs_server"], capture_output=True)
+from ci.local_cluster import stop_ray  # noqa: E402
 
 
 def pytest_runtest_teardown(item):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, stop_ray
+from ci.local_cluster import ROOT, stop_ray
 
 
 def test_engine_that_cannot_start_fails_the_notebook_fast_with_its_cause():

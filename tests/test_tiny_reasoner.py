@@ -8,16 +8,12 @@ import torch
 from openai import OpenAI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import ROOT
+from ci.local_cluster import ROOT, bare_vllm
 from tiny_reasoner import tasks
-from tiny_reasoner.evaluate import vllm_server
 
 MODEL = ROOT / "tiny_reasoner"
-STRAWBERRY = "How many R's are in the word strawberry?"
-EVEN_SUM = "What is the sum of all even numbers between 1 and 100?"
-THREE_WORDS = "Pick three random words with 3 syllables each and count the number of R's in each of them"
-PARIS = ("I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an itinerary "
-         "for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?")
+STRAWBERRY, EVEN_SUM, THREE_WORDS, PARIS = (tasks.NOTEBOOK_QUESTIONS[name] for name in
+                                          ("strawberry", "even sum", "three words", "Paris trip"))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +71,7 @@ def test_answers_with_transformers(tokenizer):
 
 def test_answers_and_reasoning_split_with_vllm_cpu_engine(tmp_path):
     held_out = tasks.held_out_letter_prompts(6, seed=7)
-    with vllm_server(MODEL, log_path=tmp_path / "vllm.log") as base_url:
+    with bare_vllm(MODEL, log_path=tmp_path / "vllm.log") as (base_url, _):
         client = OpenAI(base_url=base_url, api_key="unused")
 
         def ask(question, **kwargs):

@@ -10,64 +10,15 @@ For each task family it reports the share of exactly correct answers and of well
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from openai import AsyncOpenAI
 
+from ci.local_cluster import bare_vllm
 from tiny_reasoner import tasks
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def vllm_server(model_dir=HERE, served_name="tiny-reasoner", extra_args=(), log_path=None, timeout=300):
-    """Start `vllm serve`'s API server on a loopback port, wait until a completion succeeds, and always stop it."""
-    port = free_port()
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ}
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-               "--reasoning-parser", "deepseek_r1", "--max-model-len", "1024", *extra_args]
-    log = open(log_path or os.devnull, "w")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"vLLM exited with code {server.returncode}; see {log_path}")
-            try:
-                reply = httpx.post(f"{base_url}/completions", timeout=30,
-                                   json={"model": served_name, "prompt": "hi", "max_tokens": 1})
-                if reply.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise TimeoutError(f"vLLM did not answer within {timeout}s; see {log_path}")
-            time.sleep(1)
-        yield base_url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
 
 
 async def ask_all(base_url, items, thinking, budget=None, model="tiny-reasoner", concurrency=16):
@@ -145,8 +96,8 @@ def main():
     items = tasks.held_out_letter_prompts(args.letters) + tasks.sum_prompts() + tasks.held_out_other_prompts()
     report = {"model": str(args.model), "server": "vllm api_server, CPU, --reasoning-parser deepseek_r1, greedy"}
     started = time.time()
-    with vllm_server(args.model, log_path=args.log) as base_url:
-        report["server_ready_seconds"] = round(time.time() - started, 1)
+    with bare_vllm(args.model, log_path=args.log) as (base_url, ready_seconds):
+        report["server_ready_seconds"] = round(ready_seconds, 1)
         for thinking in (True, False):
             results = asyncio.run(ask_all(base_url, items, thinking))
             report["thinking_on" if thinking else "thinking_off"] = score(results, thinking)
