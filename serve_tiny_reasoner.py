@@ -18,7 +18,4 @@ llm_config = LLMConfig(
     ),
 )
 
-app = build_openai_app({
-    "llm_configs": [llm_config],
-    "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},  # leave the cores to the engine
-})
+app = build_openai_app({"llm_configs": [llm_config]})

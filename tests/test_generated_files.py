@@ -45,3 +45,27 @@ def test_the_numbers_quoted_for_the_small_model_are_the_measured_ones():
     letters_on, letters_off = report["thinking_on"]["letters"], report["thinking_off"]["letters"]
     for number in (f"{letters_on['correct']:.1%}", f"{letters_off['correct']:.1%}"):
         assert number in readme and number in card, number
+
+
+def test_tests_and_quickstart_start_ray_the_way_the_notebooks_cpu_mode_does():
+    from ci.local_cluster import CPU_MODE_ENV
+
+    notebook = json.loads((ROOT / "notebook.ipynb").read_text())
+    mode_cell = next("".join(c["source"]) for c in notebook["cells"] if c.get("id") == "cell-05")
+    run = subprocess.run([sys.executable, "-c", mode_cell + "\nimport json; print(json.dumps(MODE))"],
+                         env={"TUTORIAL_DEVICE": "cpu", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    mode = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {key: mode.get(key) for key in CPU_MODE_ENV} == CPU_MODE_ENV
+    quickstart = (ROOT / "quickstart_cpu.sh").read_text()
+    assert "export " + " ".join(f"{key}={value}" for key, value in CPU_MODE_ENV.items()) in quickstart
+
+
+def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
+    """The notebook quotes benchmark.json, which `python benchmark.py --side-by-side --out benchmark.json` wrote."""
+    from benchmark import questions_table, summary_table
+
+    report = json.loads((ROOT / "benchmark.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert summary_table(report, report["concurrency"]) in readme
+    assert questions_table(report, ["bare vLLM", "tutorial: direct streaming"]) in readme
+    assert (ROOT / "benchmark.png").stat().st_size > 10_000

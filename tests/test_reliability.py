@@ -4,7 +4,6 @@ here is stopped here, also when a test fails. Run with `-s` to see the measured 
 
 import asyncio
 import json
-import os
 import re
 import socket
 import subprocess
@@ -15,7 +14,8 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ROOT, stop_ray
+from benchmark import one_request
+from ci.local_cluster import ROOT, serve_deployment, wait_for_answer
 from tiny_reasoner import tasks
 
 BASE = "http://127.0.0.1:8000"
@@ -26,18 +26,12 @@ RESULTS = {}
 
 @pytest.fixture(scope="module")
 def deployment():
-    stop_ray()
     # Export metrics every second rather than every 10 s, so that the counts the tests compare settle quickly.
-    subprocess.run(["ray", "start", "--head", "--disable-usage-stats", f"--metrics-export-port={METRICS_PORT}"],
-                   check=True, capture_output=True, cwd=ROOT,
-                   env={**os.environ, "RAY_metrics_report_interval_ms": "1000"})
     try:
-        subprocess.run(["serve", "deploy", "serve_tiny_reasoner.yaml"], check=True, capture_output=True, cwd=ROOT)
-        subprocess.run([sys.executable, "wait_for_model.py"], check=True, cwd=ROOT, timeout=600,
-                       env={**os.environ, "MODEL_ID": MODEL})
-        yield BASE
+        with serve_deployment(ROOT / "serve_tiny_reasoner.yaml", env={"RAY_metrics_report_interval_ms": "1000"},
+                              ray_start_args=[f"--metrics-export-port={METRICS_PORT}"]):
+            yield BASE
     finally:
-        stop_ray()
         if RESULTS:  # the measured tables, also kept in bench_results/ (ignored by git)
             print("\n" + json.dumps(RESULTS, indent=2))
             (ROOT / "bench_results").mkdir(exist_ok=True)
@@ -110,7 +104,8 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong_and_the_server_keeps_ser
         print(f"| {row['request']} | {row['status']} | {row['message'][:100]} |")
     wrong = [row for row in table if not 400 <= row["status"] < 500 or not row["message"].strip()]
     assert not wrong, wrong
-    # Ray's 404 for an unknown model is FastAPI's {"detail": ...}, not OpenAI's {"error": {...}}; the notebook says so.
+    # With direct streaming vLLM's own app answers: an OpenAI-shaped 404. (Ray's standard ingress answers FastAPI's
+    # {"detail": ...} instead; the notebook says so.)
     unknown = next(row for row in table if row["request"] == "unknown model")
     assert unknown["status"] == 404 and "gpt-17" in unknown["message"]
 
@@ -145,37 +140,13 @@ def settled_metric(name, quiet_s=12, timeout=90, having=""):
     return last
 
 
-async def stream_one(client, prompt):
-    """One streamed chat request: status, kinds of chunks in order, finish reason, [DONE], seconds."""
-    started = time.time()
-    kinds, finish, done, content = [], None, False, ""
-    async with client.stream("POST", f"{BASE}{CHAT}", json={
-            "model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True}) as reply:
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            if line == "data: [DONE]":
-                done = True
-                continue
-            choice = (json.loads(line[6:]).get("choices") or [{}])[0]
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning"):
-                kinds.append("reasoning")
-            if delta.get("content"):
-                kinds.append("content")
-                content += delta["content"]
-            finish = choice.get("finish_reason") or finish
-    return {"status": reply.status_code, "kinds": kinds, "finish": finish, "done": done, "content": content,
-            "seconds": time.time() - started}
-
-
 async def load(prompts, concurrency):
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
         async def one(prompt):
             async with limit:
                 try:
-                    return await stream_one(client, prompt)
+                    return await one_request(client, f"{BASE}/v1", MODEL, prompt, max_tokens=None)
                 except httpx.HTTPError as error:
                     return {"status": None, "error": repr(error)}
         return await asyncio.gather(*(one(p) for p in prompts))
@@ -188,13 +159,14 @@ def test_400_streams_at_concurrency_32_lose_nothing(deployment):
     started = time.time()
     results = asyncio.run(load(prompts, concurrency=32))
     wall = time.time() - started
-    complete = [r for r in results if r["status"] == 200 and r["finish"] and r["done"]]
-    split_right = [r for r in complete if r["kinds"] and r["kinds"][0] == "reasoning" and "content" in r["kinds"]
-                   and "reasoning" not in r["kinds"][r["kinds"].index("content"):]
-                   and not any(tag in r["content"] for tag in tasks.THINK_TAGS)]
+    complete = [r for r in results if r["status"] == 200 and r["finish_reason"] and r["done"]]
+    kinds = lambda r: [kind for _, kind in r["chunks"]]  # noqa: E731
+    split_right = [r for r in complete if kinds(r) and kinds(r)[0] == "reasoning" and "answer" in kinds(r)
+                   and "reasoning" not in kinds(r)[kinds(r).index("answer"):]
+                   and not any(tag in r["answer"] for tag in tasks.THINK_TAGS)]
     wait_for_metric("ray_vllm_request_success_total", lambda v: v >= before + len(prompts))
     seen = settled_metric("ray_vllm_request_success_total") - before
-    latencies = sorted(r["seconds"] for r in complete)
+    latencies = sorted(r["e2e"] for r in complete)
     RESULTS["load"] = {"sent": len(prompts), "completed": len(complete), "lost": len(prompts) - len(complete),
                        "split_right": len(split_right), "engine_saw": seen, "wall_s": round(wall, 1),
                        "p50_s": round(latencies[len(latencies) // 2], 2),
@@ -235,11 +207,18 @@ def test_benchmark_smoke_run(deployment, tmp_path):
                           "--concurrency", "2", "--repeats", "1", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(out.read_text())["servers"][f"{BASE}/v1"]["runs"][0]
+    server = json.loads(out.read_text())["servers"][f"{BASE}/v1"]
+    result = server["runs"][0]
     assert result["ok"] == result["requests"] == 4
     assert 0 < result["ttfr_s"]["p50"] < result["ttfa_s"]["p50"] <= result["e2e_s"]["p50"]
     assert result["reasoning_tokens_mean"] > 0 and result["answer_tokens_mean"] > 0
     assert result["output_tokens_per_s"] > 0 and out.with_suffix(".png").stat().st_size > 10_000
+    # The notebook's questions, each streamed alone: it thinks, then answers.
+    questions = server["notebook_questions"]
+    assert set(questions) == set(tasks.NOTEBOOK_QUESTIONS)
+    for name, r in questions.items():
+        assert r["status"] == 200 and 0 < r["ttfr"] < r["ttfa"] < r["e2e"], (name, r)
+        assert r["reasoning_tokens"] > 0 and r["answer_tokens"] > 0, (name, r)
 
 
 def engine_processes():
@@ -252,17 +231,10 @@ def test_a_killed_engine_is_replaced_and_the_endpoint_answers_again(deployment):
     assert engines, "no vLLM engine process found"
     for process in engines:
         process.kill()
-    killed = time.time()
-    answered = None
-    while time.time() - killed < 300:
-        try:
-            reply = httpx.post(f"{BASE}{CHAT}", timeout=30, json={"model": MODEL, "messages": HELLO, "max_tokens": 4})
-            if reply.status_code == 200:
-                answered = time.time() - killed
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
+    try:
+        answered = wait_for_answer(f"{BASE}/v1", MODEL, started=time.time(), timeout=300)
+    except TimeoutError:
+        answered = None
     RESULTS["engine_kill"] = {"seconds_to_answer_again": round(answered, 1) if answered else None,
                               "new_engine_pids": [p.pid for p in engine_processes()]}
     assert answered is not None, "the endpoint did not answer within 300s after the engine was killed"
@@ -276,6 +248,7 @@ def test_a_killed_engine_is_replaced_and_the_endpoint_answers_again(deployment):
 
 
 def test_the_endpoint_listens_on_loopback_only(deployment):
+    """Port 8000 answers on loopback only, and no port the cluster opened on another address serves the model."""
     with socket.create_connection(("127.0.0.1", 8000), timeout=5):
         pass
     addresses = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
@@ -284,4 +257,17 @@ def test_the_endpoint_listens_on_loopback_only(deployment):
     for address in addresses:
         with pytest.raises(OSError):
             socket.create_connection((address, 8000), timeout=5).close()
-    RESULTS["loopback_only"] = {"refused_on": addresses}
+    open_ports = sorted({c.laddr.port for c in psutil.net_connections("tcp")
+                         if c.status == psutil.CONN_LISTEN and not c.laddr.ip.startswith(("127.", "::1", "::ffff:127."))})
+    answered = {}
+    for address in addresses:
+        for port in open_ports:
+            try:
+                reply = httpx.post(f"http://{address}:{port}{CHAT}", timeout=5,
+                                   json={"model": MODEL, "messages": HELLO, "max_tokens": 2})
+                answered[port] = reply.status_code
+            except httpx.HTTPError:
+                pass
+    RESULTS["loopback_only"] = {"refused_on": addresses, "other_open_ports": open_ports,
+                                "http_status_by_port": answered}
+    assert 200 not in answered.values(), answered

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, stop_ray
+from ci.local_cluster import CPU_MODE_ENV, ROOT, stop_ray
 
 # Build each Python app and the app its config file describes, the way Serve does, and print both LLMConfigs.
 # Building an app asks Ray for its runtime context, so this runs in a process connected to the test's cluster.
@@ -36,24 +36,27 @@ def ray_cluster():
         stop_ray()
 
 
-def built_configs(module, config_file):
+def built_configs(module, config_file, mode_env):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "VLLM_CPU_KVCACHE_SPACE")}
+    env.update(mode_env)  # built as its mode builds it: the CPU app with direct streaming
     run = subprocess.run([sys.executable, "-c", COMPARE, module, config_file], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module, config_file", [("serve_qwq_32b", "serve_qwq_32b.yaml"),
-                                                 ("serve_tiny_reasoner", "serve_tiny_reasoner.yaml")])
-def test_config_file_gives_the_same_llm_config_as_the_python_app(ray_cluster, module, config_file):
-    configs = built_configs(module, config_file)
+@pytest.mark.parametrize("module, config_file, mode_env", [("serve_qwq_32b", "serve_qwq_32b.yaml", {}),
+                                                           ("serve_tiny_reasoner", "serve_tiny_reasoner.yaml",
+                                                            CPU_MODE_ENV)])
+def test_config_file_gives_the_same_llm_config_as_the_python_app(ray_cluster, module, config_file, mode_env):
+    configs = built_configs(module, config_file, mode_env)
     python, from_file = configs["python"], configs["yaml"]
     if module == "serve_tiny_reasoner":
         # The Python app resolves the model folder itself; the file names it relative to the replicas' directory.
         assert from_file["model_loading_config"]["model_source"] == "tiny_reasoner"
         from_file["model_loading_config"]["model_source"] = str(ROOT / "tiny_reasoner")
-        assert configs["yaml_ingress"] == {"ray_actor_options": {"num_cpus": 0}}
+    # With direct streaming the LLM server is the ingress: neither app may configure a separate one.
+    assert not configs["yaml_ingress"]
     assert from_file == python
     assert python["engine_kwargs"]["reasoning_parser"] == "deepseek_r1"
 
