@@ -96,12 +96,13 @@ def free_port():
 
 
 @contextmanager
-def bare_vllm(model_dir, served_name="tiny-reasoner", extra_args=(), log_path=None, timeout=300):
+def bare_vllm(model_dir, served_name="tiny-reasoner", extra_args=(), log_path=None, timeout=300, niceness=0):
     """vLLM's own OpenAI server on a loopback port, with the engine arguments of the tutorial's CPU deployment.
-    Yields (base_url, seconds until it answered); always stops it."""
+    Yields (base_url, seconds until it answered); always stops it. niceness: run it below other processes (Ray runs
+    its workers at 15)."""
     port = free_port()
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ}
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+    command = ["nice", "-n", str(niceness), sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--reasoning-parser", "deepseek_r1", "--max-model-len", "1024", *extra_args]
     log = open(log_path or os.devnull, "w")
