@@ -181,8 +181,8 @@ def notebook_questions(base_url, model, tokenizer):
             return {name: await one_request(client, base_url, model, question, None)
                     for name, question in tasks.NOTEBOOK_QUESTIONS.items()}
 
-    return {name: {key: r[key] for key in PER_REQUEST}
-            for name, r in ((name, count_tokens(r, tokenizer)) for name, r in asyncio.run(ask_each()).items())}
+    results = asyncio.run(ask_each())
+    return {name: {key: count_tokens(r, tokenizer)[key] for key in PER_REQUEST} for name, r in results.items()}
 
 
 # --- side by side ------------------------------------------------------------------------------------------------
@@ -239,6 +239,11 @@ SERVERS = {
 }
 
 
+def measured(report):
+    """The servers that started and ran the load (a server that failed to start only has an "error")."""
+    return {name: server for name, server in report["servers"].items() if "runs" in server}
+
+
 def plot(report, path):
     """Left: time to the first answer token, every request of every repeat. Right: one streamed answer per server,
     chunk by chunk (thin: reasoning, thick: answer)."""
@@ -249,7 +254,7 @@ def plot(report, path):
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     labels, data = [], []
-    started = {name: server for name, server in report["servers"].items() if "runs" in server}
+    started = measured(report)
     for name, server in started.items():
         for concurrency in sorted({run["concurrency"] for run in server["runs"]}):
             labels.append(f"{name}, c={concurrency}")
@@ -284,11 +289,12 @@ def medians(server, concurrency):
 
 def summary_table(report, concurrencies):
     """The side-by-side table in Markdown, with ratios to bare vLLM when it ran."""
-    servers = {name: server for name, server in report["servers"].items() if "runs" in server}
+    servers = measured(report)
+    m = {name: {c: medians(server, c) for c in concurrencies} for name, server in servers.items()}
     # Ratios are to the best bare vLLM run for each number (lowest latency, highest throughput): the hardest baseline.
     bare = [name for name in servers if name.startswith("bare vLLM")]
     best = {"ttft_p50_s": min, "ttfa_p50_s": min, "output_tokens_per_s": max}
-    base = {c: {key: pick(medians(servers[name], c)[key] for name in bare) for key, pick in best.items()}
+    base = {c: {key: pick(m[name][c][key] for name in bare) for key, pick in best.items()}
             for c in concurrencies} if bare else None
     ratio = lambda value, key, c: f"{value / base[c][key]:.2f}×" if base else "–"  # noqa: E731
     lines = ["| config | cold start | " + " | ".join(
@@ -299,17 +305,16 @@ def summary_table(report, concurrencies):
         cold_start = server["cold_start_s"]
         cells = [name, f"{cold_start:.0f} s" if cold_start is not None else "–"]
         for c in concurrencies:
-            m = medians(server, c)
-            cells += [f"{m['ttft_p50_s'] * 1000:.0f} ms", ratio(m["ttft_p50_s"], "ttft_p50_s", c),
-                      f"{m['ttfa_p50_s'] * 1000:.0f} ms", ratio(m["ttfa_p50_s"], "ttfa_p50_s", c),
-                      f"{m['output_tokens_per_s']:.0f}", ratio(m["output_tokens_per_s"], "output_tokens_per_s", c)]
+            ttft, ttfa, tps = (m[name][c][key] for key in ("ttft_p50_s", "ttfa_p50_s", "output_tokens_per_s"))
+            cells += [f"{ttft * 1000:.0f} ms", ratio(ttft, "ttft_p50_s", c), f"{ttfa * 1000:.0f} ms",
+                      ratio(ttfa, "ttfa_p50_s", c), f"{tps:.0f}", ratio(tps, "output_tokens_per_s", c)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def cpu_table(report, concurrency):
     """Where the cores went at one concurrency: cores each group of processes kept busy (median over repeats)."""
-    servers = {name: server for name, server in report["servers"].items() if "runs" in server}
+    servers = measured(report)
     groups = [name for _, name in PROCESS_GROUPS] + ["benchmark client", "other"]
     cores = {name: {group: statistics.median(r["cpu_cores"].get(group, 0.0) for r in server["runs"]
                                              if r["concurrency"] == concurrency) for group in groups}

@@ -5,15 +5,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV_BIN = str(Path(sys.executable).parent)
 
-# The notebook's %%bash cells and the tests call `ray`, `serve` and `python`: take them from this environment.
-os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ["PATH"]
 os.environ["TUTORIAL_DEVICE"] = "cpu"
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 sys.path.insert(0, str(ROOT))
 
+# Importing it also puts this environment's bin/ first on PATH: the notebook's %%bash cells and the tests call
+# `ray`, `serve` and `python`, and take them from here.
 from ci.local_cluster import stop_ray  # noqa: E402
 
 

@@ -4,7 +4,6 @@ here is stopped here, also when a test fails. Run with `-s` to see the measured 
 
 import asyncio
 import json
-import re
 import socket
 import subprocess
 import sys

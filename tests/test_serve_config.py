@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from ci.local_cluster import CPU_MODE_ENV, ROOT, stop_ray
 
