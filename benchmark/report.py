@@ -1,0 +1,132 @@
+"""The results as a reader sees them: Markdown tables (the notebook quotes them) and a plot."""
+
+import statistics
+
+from benchmark.stats import PROCESS_GROUPS, medians
+
+
+def measured(report):
+    """The servers that started and ran the load (a server that failed to start only has an "error")."""
+    return {name: server for name, server in report["servers"].items() if "runs" in server}
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.0f} ms" if seconds is not None else "–"
+
+
+def summary_table(report, concurrencies):
+    """The side-by-side table, with ratios to the best bare vLLM run for each number (lowest latency, highest
+    throughput): the hardest baseline."""
+    servers = measured(report)
+    m = {name: {c: medians(server, c) for c in concurrencies} for name, server in servers.items()}
+    bare = [name for name in servers if name.startswith("bare vLLM")]
+    best = {"ttft_p50_s": min, "ttfa_p50_s": min, "output_tokens_per_s": max}
+    base = (
+        {c: {key: pick(m[name][c][key] for name in bare) for key, pick in best.items()} for c in concurrencies}
+        if bare
+        else None
+    )
+
+    def ratio(value, key, c):
+        return f"{value / base[c][key]:.2f}×" if base and value is not None and base[c][key] else "–"
+
+    header = " | ".join(
+        f"TTFT p50 c={c} | vs best bare | first answer p50 c={c} | vs best bare | output tok/s c={c} | vs best bare"
+        for c in concurrencies
+    )
+    lines = [
+        f"| config | cold start | {header} |",
+        "| --- | ---: | " + " | ".join("---: | ---: | ---: | ---: | ---: | ---:" for _ in concurrencies) + " |",
+    ]
+    for name, server in servers.items():
+        cold_start = server["cold_start_s"]
+        cells = [name, f"{cold_start:.0f} s" if cold_start is not None else "–"]
+        for c in concurrencies:
+            ttft, ttfa, tps = (m[name][c][key] for key in ("ttft_p50_s", "ttfa_p50_s", "output_tokens_per_s"))
+            cells += [
+                ms(ttft),
+                ratio(ttft, "ttft_p50_s", c),
+                ms(ttfa),
+                ratio(ttfa, "ttfa_p50_s", c),
+                f"{tps:.0f}",
+                ratio(tps, "output_tokens_per_s", c),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cpu_table(report, concurrency):
+    """Where the cores went at one concurrency: cores each group of processes kept busy (median over repeats)."""
+    servers = measured(report)
+    groups = [name for _, name in PROCESS_GROUPS] + ["benchmark client", "other"]
+    cores = {
+        name: {
+            group: statistics.median(
+                r["cpu_cores"].get(group, 0.0) for r in server["runs"] if r["concurrency"] == concurrency
+            )
+            for group in groups
+        }
+        for name, server in servers.items()
+    }
+    lines = [
+        f"| cores busy at c={concurrency} | " + " | ".join(servers) + " |",
+        "| --- | " + " | ".join("---:" for _ in servers) + " |",
+    ]
+    for group in groups + ["total"]:
+        values = [sum(cores[name].values()) if group == "total" else cores[name][group] for name in servers]
+        if any(v >= 0.005 for v in values):
+            lines.append(f"| {group} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def questions_table(report, servers=None):
+    """When each of the notebook's questions starts its answer, and how many tokens it thinks and answers."""
+    lines = [
+        "| config | question | first token | first answer token | last token | reasoning tokens | answer tokens |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, server in report["servers"].items():
+        if servers is not None and name not in servers:
+            continue
+        for question, r in server.get("notebook_questions", {}).items():
+            lines.append(
+                f"| {name} | {question} | {ms(r['ttft'])} | {ms(r['ttfa'])} | {ms(r['e2e'])} | "
+                f"{r['reasoning_tokens']} | {r['answer_tokens']} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(report, path):
+    """Left: time to the first answer token, a box per server and concurrency (all requests of all repeats).
+    Right: one streamed answer per server, chunk by chunk (thin: reasoning, thick: answer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
+    boxes = []
+    started = measured(report)
+    for name, server in started.items():
+        for concurrency, stats in server["ttfa_box_s"].items():
+            if stats:
+                boxes.append(
+                    {**{key: value * 1000 for key, value in stats.items()}, "label": f"{name}, c={concurrency}"}
+                )
+    left.bxp(boxes, orientation="horizontal", showfliers=False)
+    left.tick_params(axis="y", labelsize=7)
+    left.invert_yaxis()
+    left.set_xlabel("time to first answer token (ms), all requests")
+    left.set_title("When the reader first sees the answer")
+    for (name, server), colour in zip(started.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        points = [(t * 1000, i + 1, kind) for i, (t, kind) in enumerate(server["timeline"])]
+        for kind, width in (("reasoning", 1), ("answer", 4)):
+            part = [(t, i) for t, i, k in points if k == kind]
+            if part:
+                right.plot(*zip(*part), color=colour, linewidth=width, label=name if kind == "reasoning" else None)
+    right.set_xlabel("ms since the request was sent")
+    right.set_ylabel("streamed chunks")
+    right.set_title("One answer at c=1: reasoning (thin), then answer (thick)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
