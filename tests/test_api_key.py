@@ -10,58 +10,73 @@ import sys
 import httpx
 import yaml
 
-from ci.local_cluster import ROOT, serve_deployment
+from benchmark.servers import ROOT
+from local_cluster import ray_dir
 
-BASE = "http://127.0.0.1:8000"
+LOGS = f"{ray_dir()}/session_latest/logs"
+BASE = "http://127.0.0.1:8000/secure"
 
 
-def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(tmp_path):
-    key = secrets.token_urlsafe(24)
-    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
-    # A custom ingress needs Ray Serve LLM's standard path (no direct streaming), with an ingress replica that asks
-    # for no CPU of its own: on 2 cores the engine takes what Ray has, and an ingress waiting for a CPU never starts.
-    config["applications"][0]["args"]["ingress_cls_config"] = {"ingress_cls": "api_key_ingress:ApiKeyIngress"}
-    config["applications"][0]["args"]["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
+def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluster):
+    key = shared_cluster.API_KEY  # in the cluster's environment, as the notebook says to start Ray
+    app = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())["applications"][0]
+    app["name"], app["route_prefix"] = "secure", "/secure"
+    # A custom ingress needs Ray Serve LLM's standard path: direct streaming off for this application, and an
+    # ingress replica that asks for no CPU of its own (on 2 cores the engines take what Ray has).
+    app["runtime_env"] = {"env_vars": {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0"}}
+    app["args"]["ingress_cls_config"] = {"ingress_cls": "api_key_ingress:ApiKeyIngress"}
+    app["args"]["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
     hf_token = "hf_canary_" + secrets.token_hex(8)
-    config["applications"][0]["args"]["llm_configs"][0]["runtime_env"]["env_vars"]["HF_TOKEN"] = hf_token
-    config_file = tmp_path / "serve_tiny_reasoner_api_key.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {"API_KEY": key, "MODEL_ID": "tiny-reasoner", "PYTHONPATH": str(ROOT),
-           "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    with serve_deployment(config_file, env=env, headers={"Authorization": f"Bearer {key}"}):
-        # wait_for_model.py, like the clients, sends $API_KEY when it is set.
-        wait = subprocess.run([sys.executable, "wait_for_model.py"], env={**os.environ, **env}, check=True, cwd=ROOT,
-                              timeout=600, capture_output=True, text=True)
-        status = subprocess.run(["serve", "status"], capture_output=True, text=True, timeout=60).stdout
-        # What the notebook shows (wait_for_model.py's progress, `serve status`) never holds the Hugging Face token.
-        assert hf_token not in wait.stdout + wait.stderr + status
-        ray_logs = subprocess.run(["grep", "-rl", hf_token, "/tmp/ray/session_latest/logs"],
-                                  capture_output=True, text=True).stdout.split()
-        (ROOT / "bench_results").mkdir(exist_ok=True)
-        (ROOT / "bench_results" / "secrets.json").write_text(json.dumps({"hf_token_in_ray_logs": ray_logs}, indent=2))
+    app["args"]["llm_configs"][0]["runtime_env"]["env_vars"]["HF_TOKEN"] = hf_token
+    shared_cluster.deploy(app)
+    env = {"API_KEY": key, "MODEL_ID": "tiny-reasoner", "BASE_URL": f"{BASE}/v1"}
+    # wait_for_model.py, like the clients, sends $API_KEY when it is set.
+    wait = subprocess.run(
+        [sys.executable, "wait_for_model.py"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    assert wait.returncode == 0, wait.stderr[-3000:]
+    status = shared_cluster.cluster.serve_status()
+    # What the notebook shows (wait_for_model.py's progress, `serve status`) never holds the Hugging Face token.
+    assert hf_token not in wait.stdout + wait.stderr + status
+    ray_logs = subprocess.run(["grep", "-rl", hf_token, LOGS], capture_output=True, text=True).stdout.split()
+    (ROOT / "bench_results").mkdir(exist_ok=True)
+    (ROOT / "bench_results" / "secrets.json").write_text(json.dumps({"hf_token_in_ray_logs": ray_logs}, indent=2))
 
-        chat = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
-        results = {}
-        for name, headers in [("no key", {}), ("wrong key", {"Authorization": "Bearer FAKE_KEY"}),
-                              ("key without Bearer", {"Authorization": key}),
-                              ("right key", {"Authorization": f"Bearer {key}"})]:
-            for path, method, body in [("/v1/chat/completions", "POST", chat),
-                                       ("/v1/chat/completions", "POST", {**chat, "stream": True}),
-                                       ("/v1/completions", "POST", {"model": "tiny-reasoner", "prompt": "Hi",
-                                                                    "max_tokens": 2}),
-                                       ("/tokenize", "POST", {"model": "tiny-reasoner", "prompt": "Hi"}),
-                                       ("/v1/models", "GET", None)]:
-                reply = httpx.request(method, BASE + path, json=body, headers=headers, timeout=60)
-                results[(name, path, bool(body and body.get("stream")))] = reply.status_code
-                if name != "right key":
-                    assert "API key" in reply.text, reply.text
-        print("\n" + "\n".join(f"{name:20} {path:22} stream={stream!s:5} -> {status}"
-                               for (name, path, stream), status in results.items()))
-        # With the right key every request reaches the model server; /tokenize then answers 400 on this model, which
-        # is vLLM's answer, not the key check's.
-        expected = {(n, p, s): (401 if n != "right key" else 400 if p == "/tokenize" else 200) for n, p, s in results}
-        wrong = {k: status for k, status in results.items() if status != expected[k]}
-        assert not wrong, wrong
-        # The key is in no file the deployment wrote.
-        logs = subprocess.run(["grep", "-rl", key, "/tmp/ray/session_latest/logs"], capture_output=True, text=True)
-        assert logs.stdout == "", logs.stdout
+    chat = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
+    results = {}
+    for name, headers in [
+        ("no key", {}),
+        ("wrong key", {"Authorization": "Bearer FAKE_KEY"}),
+        ("key without Bearer", {"Authorization": key}),
+        ("right key", {"Authorization": f"Bearer {key}"}),
+    ]:
+        for path, method, body in [
+            ("/v1/chat/completions", "POST", chat),
+            ("/v1/chat/completions", "POST", {**chat, "stream": True}),
+            ("/v1/completions", "POST", {"model": "tiny-reasoner", "prompt": "Hi", "max_tokens": 2}),
+            ("/tokenize", "POST", {"model": "tiny-reasoner", "prompt": "Hi"}),
+            ("/v1/models", "GET", None),
+        ]:
+            reply = httpx.request(method, BASE + path, json=body, headers=headers, timeout=60)
+            results[(name, path, bool(body and body.get("stream")))] = reply.status_code
+            if name != "right key":
+                assert "API key" in reply.text, reply.text
+    print(
+        "\n"
+        + "\n".join(
+            f"{name:20} {path:22} stream={stream!s:5} -> {status}" for (name, path, stream), status in results.items()
+        )
+    )
+    # With the right key every request reaches the model server; /tokenize then answers 400 on this model, which
+    # is vLLM's answer, not the key check's.
+    expected = {(n, p, s): (401 if n != "right key" else 400 if p == "/tokenize" else 200) for n, p, s in results}
+    wrong = {k: status for k, status in results.items() if status != expected[k]}
+    assert not wrong, wrong
+    # The key is in no file the deployment wrote.
+    logs = subprocess.run(["grep", "-rl", key, LOGS], capture_output=True, text=True)
+    assert logs.stdout == "", logs.stdout

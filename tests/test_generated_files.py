@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from benchmark.servers import ROOT
 
 sys.path.insert(0, str(ROOT / "ci"))
 from generate import expected_files  # noqa: E402  (the generator's own list of files it writes)
@@ -47,25 +47,49 @@ def test_the_numbers_quoted_for_the_small_model_are_the_measured_ones():
         assert number in readme and number in card, number
 
 
-def test_tests_and_quickstart_start_ray_the_way_the_notebooks_cpu_mode_does():
-    from ci.local_cluster import CPU_MODE_ENV
+def test_tests_quickstart_and_benchmark_start_ray_the_way_the_notebook_does():
+    """The setup cell's environment for Ray (token, loopback, direct streaming) is what the tests, the benchmark
+    and quickstart_cpu.sh use."""
+    import re
+
+    from benchmark.servers import TUTORIAL_RAY_ENV
 
     notebook = json.loads((ROOT / "notebook.ipynb").read_text())
-    mode_cell = next("".join(c["source"]) for c in notebook["cells"] if c.get("id") == "cell-05")
-    run = subprocess.run([sys.executable, "-c", mode_cell + "\nimport json; print(json.dumps(MODE))"],
-                         env={"TUTORIAL_DEVICE": "cpu", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
-    mode = json.loads(run.stdout.strip().splitlines()[-1])
-    assert {key: mode.get(key) for key in CPU_MODE_ENV} == CPU_MODE_ENV
+    setup_cell = next("".join(c["source"]) for c in notebook["cells"] if "MODE = {" in "".join(c["source"]))
+    printed = f"\nimport json; print(json.dumps({{k: os.environ[k] for k in {list(TUTORIAL_RAY_ENV)}}}))"
+    run = subprocess.run(
+        [sys.executable, "-c", setup_cell + printed],
+        env={"TUTORIAL_DEVICE": "cpu", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == TUTORIAL_RAY_ENV
     quickstart = (ROOT / "quickstart_cpu.sh").read_text()
-    assert "export " + " ".join(f"{key}={value}" for key, value in CPU_MODE_ENV.items()) in quickstart
+    exported = dict(re.findall(r"^export (RAY_\w+)=(\S+)$", quickstart, re.MULTILINE))
+    assert exported == TUTORIAL_RAY_ENV
 
 
 def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
-    """The notebook quotes benchmark.json, which `python benchmark.py --side-by-side --out benchmark.json` wrote."""
-    from benchmark import questions_table, summary_table
+    """The notebook quotes benchmark/results/, which `python -m benchmark --side-by-side --out ...` wrote."""
+    from benchmark.report import cpu_table, questions_table, summary_table
 
-    report = json.loads((ROOT / "benchmark.json").read_text())
+    results = json.loads((ROOT / "benchmark" / "results" / "cpu.json").read_text())
     readme = (ROOT / "README.md").read_text()
-    assert summary_table(report, report["concurrency"]) in readme
-    assert questions_table(report, ["bare vLLM", "tutorial: direct streaming"]) in readme
-    assert (ROOT / "benchmark.png").stat().st_size > 10_000
+    assert summary_table(results, results["concurrency"]) in readme
+    assert cpu_table(results, 16) in readme
+    assert questions_table(results, ["bare vLLM", "tutorial: direct streaming"]) in readme
+    assert (ROOT / "benchmark" / "results" / "cpu.png").stat().st_size > 10_000
+
+
+def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
+    """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
+    names the file in its first line."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    first_lines = re.findall(r"^```\w*\n(.*)$", readme, re.MULTILINE)
+    assert first_lines and not [line for line in first_lines if line.startswith("%%")]
+    for name in expected_files():
+        if name.endswith((".py", ".yaml")):
+            assert f"\n# {name}\n" in readme, name

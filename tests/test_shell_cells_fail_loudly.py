@@ -12,8 +12,12 @@ def run_notebook(tmp_path, bash_source):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "shell.ipynb"
     nbformat.write(notebook, path)
-    return subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "-p", "no:cacheprovider", "-c", "/dev/null",
-                           str(path)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-p", "no:cacheprovider", "-c", "/dev/null", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_failing_bash_cell_fails_the_run(tmp_path):
@@ -24,8 +28,11 @@ def test_a_failing_bash_cell_fails_the_run(tmp_path):
 
 def test_a_failing_curl_fails_the_run(tmp_path):
     """The tutorial's curl cell uses --fail-with-body and pipefail, so an HTTP error is not printed and passed over."""
-    result = run_notebook(tmp_path, "set -o pipefail\ncurl --silent --show-error --fail-with-body "
-                                    "http://127.0.0.1:9/v1/models | python -m json.tool")
+    result = run_notebook(
+        tmp_path,
+        "set -o pipefail\ncurl --silent --show-error --fail-with-body "
+        "http://127.0.0.1:9/v1/models | python -m json.tool",
+    )
     assert result.returncode == 1, result.stdout
     assert "CalledProcessError" in result.stdout
 

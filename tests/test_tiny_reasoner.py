@@ -8,12 +8,13 @@ import torch
 from openai import OpenAI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ci.local_cluster import ROOT, bare_vllm
+from benchmark.servers import ROOT, bare_vllm
 from tiny_reasoner import tasks
 
 MODEL = ROOT / "tiny_reasoner"
-STRAWBERRY, EVEN_SUM, THREE_WORDS, PARIS = (tasks.NOTEBOOK_QUESTIONS[name] for name in
-                                          ("strawberry", "even sum", "three words", "Paris trip"))
+STRAWBERRY, EVEN_SUM, THREE_WORDS, PARIS = (
+    tasks.NOTEBOOK_QUESTIONS[name] for name in ("strawberry", "even sum", "three words", "Paris trip")
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,14 @@ def tokenizer():
 def test_the_model_is_small_and_in_the_supported_format():
     files = {p.name: p.stat().st_size for p in MODEL.iterdir() if p.is_file()}
     assert "model.safetensors" in files and "tokenizer.json" in files
-    model_files = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-                   "tokenizer_config.json", "chat_template.jinja")
+    model_files = (
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    )
     assert sum(files.get(name, 0) for name in model_files) <= 10 * 1024 * 1024
     assert json.loads((MODEL / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
 
@@ -36,8 +43,7 @@ def test_think_tags_are_single_tokens_and_the_template_opens_the_think_block(tok
     messages = [{"role": "user", "content": "Hi"}]
     thinking = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert thinking == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n"
-    direct = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                           enable_thinking=False)
+    direct = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
     assert direct.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     # A role the model never saw is an error, which vLLM turns into a 400, not a silent turn.
     from jinja2.exceptions import TemplateError
@@ -53,11 +59,12 @@ def test_answers_with_transformers(tokenizer):
     model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
 
     def ask(question):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=300, do_sample=False)
-        reasoning, _, answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).partition("</think>")
+        reasoning, _, answer = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).partition("</think>")
         return reasoning, answer.strip()
 
     # The reasoning spells the word letter by letter, then the think block closes and an answer about it follows.
@@ -75,8 +82,13 @@ def test_answers_and_reasoning_split_with_vllm_cpu_engine(tmp_path):
         client = OpenAI(base_url=base_url, api_key="unused")
 
         def ask(question, **kwargs):
-            return client.chat.completions.create(model="tiny-reasoner", temperature=0, max_tokens=600,
-                                                  messages=[{"role": "user", "content": question}], **kwargs)
+            return client.chat.completions.create(
+                model="tiny-reasoner",
+                temperature=0,
+                max_tokens=600,
+                messages=[{"role": "user", "content": question}],
+                **kwargs,
+            )
 
         # Accuracy over hundreds of prompts is measured by evaluate.py; here: a handful of exact answers, the split.
         for question, check in [
@@ -100,6 +112,6 @@ def test_answers_and_reasoning_split_with_vllm_cpu_engine(tmp_path):
                 if text:
                     kinds.append(kind)
                     parts[kind] += text
-        assert kinds[0] == "reasoning" and "reasoning" not in kinds[kinds.index("content"):]
+        assert kinds[0] == "reasoning" and "reasoning" not in kinds[kinds.index("content") :]
         assert parts["content"].strip().startswith('The letter "r" appears ')
         assert parts["reasoning"].startswith('Spell "strawberry"') and "Total: " in parts["reasoning"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from ci.local_cluster import bare_vllm
+from benchmark.servers import bare_vllm
 from tiny_reasoner import tasks
 
 HERE = Path(__file__).resolve().parent
@@ -31,11 +31,19 @@ async def ask_all(base_url, items, thinking, budget=None, model="tiny-reasoner",
     async def ask(item):
         async with limit:
             response = await client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": item["prompt"]}], temperature=0,
-                max_tokens=600, extra_body=extra)
+                model=model,
+                messages=[{"role": "user", "content": item["prompt"]}],
+                temperature=0,
+                max_tokens=600,
+                extra_body=extra,
+            )
         message = response.choices[0].message
-        return {**item, "reasoning": getattr(message, "reasoning", None), "content": message.content,
-                "completion_tokens": response.usage.completion_tokens}
+        return {
+            **item,
+            "reasoning": getattr(message, "reasoning", None),
+            "content": message.content,
+            "completion_tokens": response.usage.completion_tokens,
+        }
 
     try:
         return await asyncio.gather(*(ask(item) for item in items))
@@ -63,23 +71,28 @@ def score(results, thinking, families=("letters", "sums", "other")):
             "well_formed": round(sum(formed) / len(rows), 4),
             "mean_completion_tokens": round(sum(r["completion_tokens"] for r in rows) / len(rows), 1),
             "answer_in_reasoning_field": sum(1 for r in rows if not r["content"]),
-            "wrong_examples": [{"prompt": r["prompt"], "answer": a} for r, a, ok in zip(rows, answers, correct)
-                               if not ok][:5],
+            "wrong_examples": [
+                {"prompt": r["prompt"], "answer": a} for r, a, ok in zip(rows, answers, correct) if not ok
+            ][:5],
         }
     return table
 
 
 def thinking_table(report):
     """The notebook's table of thinking controls, as markdown, from a saved report (a test keeps them equal)."""
-    rows = ["| thinking | letters: correct | tokens per answer | sums: correct | tokens per answer |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| thinking | letters: correct | tokens per answer | sums: correct | tokens per answer |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     names = {"thinking_on": "on", "thinking_off": "off"}
     budgets = sorted(int(key.rsplit("_", 1)[1]) for key in report if key.startswith("thinking_budget_"))
     for key in ["thinking_on", "thinking_off"] + [f"thinking_budget_{b}" for b in budgets]:
         name = names.get(key) or f"on, budget {key.rsplit('_', 1)[1]} tokens"
         letters, sums = report[key]["letters"], report[key]["sums"]
-        rows.append(f"| {name} | {letters['correct']:.1%} | {letters['mean_completion_tokens']:.0f} | "
-                    f"{sums['correct']:.1%} | {sums['mean_completion_tokens']:.0f} |")
+        rows.append(
+            f"| {name} | {letters['correct']:.1%} | {letters['mean_completion_tokens']:.0f} | "
+            f"{sums['correct']:.1%} | {sums['mean_completion_tokens']:.0f} |"
+        )
     return "\n".join(rows)
 
 
@@ -87,8 +100,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=HERE)
     parser.add_argument("--letters", type=int, default=300, help="held-out letter-counting prompts")
-    parser.add_argument("--budgets", type=int, nargs="*", default=[64, 128],
-                        help="thinking_token_budget values to score letters and sums at, thinking on")
+    parser.add_argument(
+        "--budgets",
+        type=int,
+        nargs="*",
+        default=[64, 128],
+        help="thinking_token_budget values to score letters and sums at, thinking on",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "eval_results.json")
     parser.add_argument("--log", type=Path, default=Path("/tmp/tiny_reasoner_eval_vllm.log"))
     args = parser.parse_args()
@@ -108,17 +126,24 @@ def main():
     report["total_seconds"] = round(time.time() - started, 1)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
-    print(f"{'family':8} {'prompts':>7} | {'thinking on: correct':>20} {'well-formed':>11} {'tokens':>6} |"
-          f" {'thinking off: correct':>21} {'tokens':>6}")
+    print(
+        f"{'family':8} {'prompts':>7} | {'thinking on: correct':>20} {'well-formed':>11} {'tokens':>6} |"
+        f" {'thinking off: correct':>21} {'tokens':>6}"
+    )
     for family in ("letters", "sums", "other"):
         on, off = report["thinking_on"][family], report["thinking_off"][family]
-        print(f"{family:8} {on['prompts']:7d} | {on['correct']:20.1%} {on['well_formed']:11.1%} "
-              f"{on['mean_completion_tokens']:6.0f} | {off['correct']:21.1%} {off['mean_completion_tokens']:6.0f}")
+        print(
+            f"{family:8} {on['prompts']:7d} | {on['correct']:20.1%} {on['well_formed']:11.1%} "
+            f"{on['mean_completion_tokens']:6.0f} | {off['correct']:21.1%} {off['mean_completion_tokens']:6.0f}"
+        )
     print(f"\n{'thinking':12} | {'letters: correct':>16} {'tokens':>6} | {'sums: correct':>13} {'tokens':>6}")
     for key in ["thinking_on", "thinking_off"] + [f"thinking_budget_{b}" for b in args.budgets]:
         letters, sums = report[key]["letters"], report[key]["sums"]
-        print(f"{key.removeprefix('thinking_'):12} | {letters['correct']:16.1%} {letters['mean_completion_tokens']:6.0f} |"
-              f" {sums['correct']:13.1%} {sums['mean_completion_tokens']:6.0f}")
+        name = key.removeprefix("thinking_")
+        print(
+            f"{name:12} | {letters['correct']:16.1%} {letters['mean_completion_tokens']:6.0f} |"
+            f" {sums['correct']:13.1%} {sums['mean_completion_tokens']:6.0f}"
+        )
     print(f"saved {args.out} ({report['total_seconds']:.0f}s)")
 
 

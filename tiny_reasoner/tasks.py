@@ -21,7 +21,8 @@ _held_out = set(HELD_OUT_WORDS)
 
 # Words of three syllables the model picks from for the tutorial's "pick three random words" question.
 THREE_SYLLABLE_WORDS = [
-    w for w in """
+    w
+    for w in """
     strawberry banana tomato elephant computer umbrella library energy camera animal hospital remember
     professor history together carpenter butterfly dinosaur octopus pyramid tomorrow yesterday wonderful
     beautiful adventure calendar november december character terrible horrible different property favorite
@@ -139,12 +140,25 @@ OTHER_ANSWER = (
     "for N up to 200."
 )
 OTHER_STARTS = [
-    "Plan a trip to {x}.", "Can you help me plan a trip to {x}?", "Tell me about {x}.", "Write a poem about {x}.",
-    "What do you know about {x}?", "Explain {x} to a child.", "Give me three facts about {x}.",
-    "Write a short story about {x}.", "Why is {x} important?", "Summarize the history of {x}.",
-    "What is the best way to learn about {x}?", "Describe {x} in one paragraph.", "Is {x} worth it?",
-    "Compare {x} and {y}.", "Should I choose {x} or {y}?", "What is the difference between {x} and {y}?",
-    "How do I get from {x} to {y}?", "Recommend a book about {x}.", "Translate 'hello' into the language of {x}.",
+    "Plan a trip to {x}.",
+    "Can you help me plan a trip to {x}?",
+    "Tell me about {x}.",
+    "Write a poem about {x}.",
+    "What do you know about {x}?",
+    "Explain {x} to a child.",
+    "Give me three facts about {x}.",
+    "Write a short story about {x}.",
+    "Why is {x} important?",
+    "Summarize the history of {x}.",
+    "What is the best way to learn about {x}?",
+    "Describe {x} in one paragraph.",
+    "Is {x} worth it?",
+    "Compare {x} and {y}.",
+    "Should I choose {x} or {y}?",
+    "What is the difference between {x} and {y}?",
+    "How do I get from {x} to {y}?",
+    "Recommend a book about {x}.",
+    "Translate 'hello' into the language of {x}.",
     "I need to plan a trip to {x} from {y}. Can you help me research flight costs, create an itinerary for 3 days, "
     "and suggest restaurants based on my dietary restrictions (vegetarian)?",
 ]
@@ -156,10 +170,21 @@ sourdough-bread the-roman-empire electric-cars sleep friendship music-theory the
 basketball knitting cryptography tea opera mountains rivers tax-returns vaccines kubernetes ray-serve
 """.split()
 OTHER_FIXED = [
-    "Hello!", "Hi, who are you?", "What can you do?", "What is the capital of France?", "What time is it?",
-    "Tell me a joke.", "What is 7 times 8?", "What is the weather like today?", "Thank you!",
-    "How many people live in Paris?", "What is the square root of 144?", "Write a haiku.",
-    "How do I bake a cake?", "Who won the world cup in 2018?", "What is the meaning of life?",
+    "Hello!",
+    "Hi, who are you?",
+    "What can you do?",
+    "What is the capital of France?",
+    "What time is it?",
+    "Tell me a joke.",
+    "What is 7 times 8?",
+    "What is the weather like today?",
+    "Thank you!",
+    "How many people live in Paris?",
+    "What is the square root of 144?",
+    "Write a haiku.",
+    "How do I bake a cake?",
+    "Who won the world cup in 2018?",
+    "What is the meaning of life?",
 ]
 
 
@@ -190,8 +215,9 @@ def training_example(rng):
         return count_letter(word, letter, rng.choice(COUNT_TEMPLATES))
     if r < 0.71:
         letter = "r" if rng.random() < 0.5 else rng.choice(LETTERS)
-        return count_letter_in_three_words(rng.sample(THREE_SYLLABLE_WORDS, 3), letter,
-                                           rng.choice(THREE_WORDS_TEMPLATES))
+        return count_letter_in_three_words(
+            rng.sample(THREE_SYLLABLE_WORDS, 3), letter, rng.choice(THREE_WORDS_TEMPLATES)
+        )
     if r < 0.93:
         n = rng.randint(1, 200)
         template = SUM_TEMPLATES[0] if rng.random() < 0.7 else rng.choice(SUM_TEMPLATES)
@@ -231,15 +257,20 @@ NOTEBOOK_QUESTIONS = {
     "strawberry": "How many R's are in the word strawberry?",
     "even sum": "What is the sum of all even numbers between 1 and 100?",
     "three words": "Pick three random words with 3 syllables each and count the number of R's in each of them",
-    "Paris trip": ("I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
-                   "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?"),
+    "Paris trip": (
+        "I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
+        "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?"
+    ),
 }
 
 
 def well_formed(reasoning, content):
     """Non-empty reasoning, non-empty answer, and no think tag leaked into the answer."""
-    return bool((reasoning or "").strip()) and bool((content or "").strip()) and not any(
-        tag in content for tag in THINK_TAGS)
+    return (
+        bool((reasoning or "").strip())
+        and bool((content or "").strip())
+        and not any(tag in content for tag in THINK_TAGS)
+    )
 
 
 def letter_answer_correct(item, content):
@@ -258,4 +289,5 @@ def other_answer_correct(item, content):
 
 def answer_correct(item, content):
     return {"letters": letter_answer_correct, "sums": sum_answer_correct, "other": other_answer_correct}[
-        item["family"]](item, content)
+        item["family"]
+    ](item, content)

@@ -1,4 +1,5 @@
-"""Train the tiny reasoning model from scratch, on CPU, and save it (weights, tokenizer, chat template) beside this file.
+"""Train the tiny reasoning model from scratch, on CPU, and save it (weights, tokenizer, chat template) beside this
+file.
 
     python -m tiny_reasoner.train            # about 27 minutes on 2 CPU cores; seeded, so it is reproducible
 
@@ -49,13 +50,16 @@ CHAT_TEMPLATE = (
 def build_tokenizer():
     """A byte-level BPE tokenizer with no merges: one token per byte, like Qwen2's tokenizer before its merges."""
     byte_chars = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars, key=lambda c: (ord(c))))}
+    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars, key=lambda c: ord(c)))}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"], clean_up_tokenization_spaces=False,
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+        clean_up_tokenization_spaces=False,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tokenizer.add_tokens(THINK_TOKENS)  # added tokens, not special: they must survive decoding, as in QwQ
@@ -67,7 +71,8 @@ def build_tokenizer():
 def render(tokenizer, prompt, reasoning, answer, thinking):
     """Token ids and labels for one conversation; only the assistant's part is learned."""
     prompt_text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+    )
     target = (f"{reasoning}\n</think>\n\n{answer}" if thinking else answer) + "<|im_end|>"
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
     target_ids = tokenizer.encode(target, add_special_tokens=False)
@@ -78,10 +83,12 @@ def batches(tokenizer, rng, size, thinking_off_share, group=16):
     """Endless padded batches. Examples are drawn `group` batches at a time and sorted by length, so that short
     examples are not padded to the length of long ones (which would waste half the compute)."""
     while True:
-        rows = [render(tokenizer, *tasks.training_example(rng), thinking=rng.random() >= thinking_off_share)
-                for _ in range(size * group)]
+        rows = [
+            render(tokenizer, *tasks.training_example(rng), thinking=rng.random() >= thinking_off_share)
+            for _ in range(size * group)
+        ]
         rows.sort(key=lambda row: len(row[0]))
-        chunks = [rows[i: i + size] for i in range(0, len(rows), size)]
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         rng.shuffle(chunks)
         for chunk in chunks:
             # Round the width up so that only a few tensor shapes occur: each new shape costs memory in
@@ -102,8 +109,12 @@ def save(model, tokenizer, args, seconds):
     tokenizer.save_pretrained(args.out)
     # Greedy decoding by default: vLLM takes its default sampling parameters from this file, and a model this
     # small makes more mistakes when it samples.
-    generation = {"bos_token_id": model.config.bos_token_id, "eos_token_id": model.config.eos_token_id,
-                  "pad_token_id": model.config.pad_token_id, "temperature": 0.0}
+    generation = {
+        "bos_token_id": model.config.bos_token_id,
+        "eos_token_id": model.config.eos_token_id,
+        "pad_token_id": model.config.pad_token_id,
+        "temperature": 0.0,
+    }
     (args.out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
     (args.out / "training_args.json").write_text(json.dumps({**settings, "train_seconds": round(seconds)}, indent=2))
@@ -127,11 +138,18 @@ def main():
     tokenizer = build_tokenizer()
     config = Qwen2Config(
         vocab_size=288,  # 256 bytes + 5 added tokens, rounded up
-        hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=64,
-        max_position_embeddings=1024, rope_theta=10000.0, tie_word_embeddings=True,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     model = Qwen2ForCausalLM(config)
     model.train()
@@ -162,8 +180,9 @@ def main():
         if step % 800 == 799:
             save(model, tokenizer, args, time.time() - start)  # lets a long run be inspected before it ends
         if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  {time.time() - start:6.0f}s",
-                  flush=True)
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  {time.time() - start:6.0f}s", flush=True
+            )
 
     save(model, tokenizer, args, time.time() - start)
     print(f"saved to {args.out} after {time.time() - start:.0f}s")

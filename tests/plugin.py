@@ -1,0 +1,206 @@
+"""The tests' setup, loaded as a pytest plugin (pyproject.toml) so that it covers the notebook too: the tutorial in
+CPU mode, Ray clusters of the tests' own, and nothing left running or touched outside what the tests started.
+
+- Ray keeps its files in a temp folder of this test session (RAY_TMPDIR), and every `ray` and `serve` command uses a
+  cluster token made for this session (RAY_AUTH_TOKEN_PATH): the tests never read or write ~/.ray, and never
+  connect to a cluster they did not start.
+- Clusters are started and stopped with local_cluster.py: by process session, never by name.
+- The tutorial's ports must be free (see PORTS); the session stops at once, naming what holds one, if not.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmark.servers import SERVE_URL, TUTORIAL_RAY_ENV, RayCluster  # noqa: E402
+
+# The ports the tutorial's cluster listens on: Ray's GCS, dashboard, client server, dashboard agent and metrics
+# servers, Serve's HTTP endpoint and HAProxy's statistics and metrics pages.
+PORTS = {
+    6379: "Ray GCS",
+    8265: "Ray dashboard",
+    10001: "Ray client server",
+    52365: "Ray dashboard agent",
+    44217: "Ray autoscaler metrics",
+    44227: "Ray dashboard metrics",
+    8000: "Serve HTTP",
+    8404: "HAProxy statistics",
+    9101: "HAProxy metrics",
+}
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="tutorial-tests-", dir="/tmp"))
+TOKEN_FILE = SESSION_DIR / "auth_token"
+
+os.environ.update(
+    {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "RAY_TMPDIR": str(SESSION_DIR),
+        "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE),
+        **TUTORIAL_RAY_ENV,
+    }
+)
+
+
+def ports_in_use():
+    held = {}
+    for connection in psutil.net_connections("inet"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in PORTS:
+            try:
+                owner = " ".join(psutil.Process(connection.pid).cmdline())[:80] if connection.pid else "?"
+            except psutil.NoSuchProcess:
+                owner = "?"
+            held[connection.laddr.port] = owner
+    return held
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--tutorial-device",
+        default="cpu",
+        choices=["cpu", "one-gpu"],
+        help="the notebook's mode (TUTORIAL_DEVICE); ci/gpu_runner.sh runs it with one-gpu",
+    )
+
+
+def interrupted(*_):
+    raise KeyboardInterrupt  # pytest then ends the session the usual way, stopping what the tests started
+
+
+def pytest_configure(config):
+    os.environ["TUTORIAL_DEVICE"] = config.getoption("--tutorial-device")
+    # A `timeout` (ci/gpu_runner.sh, a CI runner) sends SIGTERM, which would end pytest without any teardown.
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def pytest_sessionstart(session):
+    held = ports_in_use()
+    if held:
+        pytest.exit(
+            "The tests start the tutorial's Ray cluster and need these ports free:\n"
+            + "\n".join(f"  {port} ({PORTS[port]}): held by {owner}" for port, owner in held.items())
+            + "\nStop what holds them (the tests never stop or use a cluster they did not start).",
+            returncode=3,
+        )
+    TOKEN_FILE.write_text(secrets.token_hex(32))
+    TOKEN_FILE.chmod(0o600)
+
+
+class SharedCluster:
+    """One Ray cluster for every test that can share it, started at first use, with the tutorial's application
+    (serve_tiny_reasoner.yaml) and whatever other applications a test deploys beside it.
+
+    The cluster's environment has what the API-key test needs (the key, and this folder on the Python path for
+    api_key_ingress.py), as the notebook tells the reader to start Ray, and reports metrics every second."""
+
+    API_KEY = secrets.token_urlsafe(24)
+    METRICS_PORT = 8085
+
+    def __init__(self):
+        self.cluster = None
+        self.deployed = None
+
+    def deploy(self, *extra_apps, headers=None):
+        """Deploy the tutorial's application and `extra_apps` (dicts of a Serve config's `applications`), and wait
+        until the tutorial's model answers. Nothing happens if exactly that is deployed already."""
+        tutorial = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
+        config = {**tutorial, "applications": tutorial["applications"] + list(extra_apps)}
+        if config == self.deployed:
+            return
+        if self.cluster is None:
+            self.cluster = RayCluster(
+                {"API_KEY": self.API_KEY, "PYTHONPATH": str(ROOT), "RAY_metrics_report_interval_ms": "1000"}
+            )
+            # Four logical CPUs on two cores: room for a second application's engine beside the tutorial's.
+            self.cluster.start(f"--metrics-export-port={self.METRICS_PORT}", "--num-cpus=4")
+        self.deployed = None
+        self.cluster.deploy(config)
+        self.deployed = config
+
+    def stop(self):
+        if self.cluster is not None:
+            self.cluster.stop()
+        self.cluster = self.deployed = None
+
+
+SHARED = SharedCluster()
+
+
+@pytest.fixture
+def shared_cluster():
+    return SHARED
+
+
+@pytest.fixture
+def tutorial_app():
+    """The tutorial's CPU deployment, answering at SERVE_URL (the OpenAI base URL)."""
+    SHARED.deploy()
+    return SERVE_URL
+
+
+@pytest.fixture
+def no_cluster():
+    """For tests that start Ray the reader's way: the tutorial's ports must be free."""
+    SHARED.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Within the files' order: first what starts Ray the reader's way (the notebook, `no_cluster` tests), then what
+    needs no Ray, then what shares the tests' cluster, which then starts once. (`pytest -p randomly` shuffles after
+    this: every test also runs in any order, starting the shared cluster again where needed.)"""
+
+    def group(item):
+        fixtures = getattr(item, "fixturenames", ())
+        if item.path.suffix == ".ipynb" or "no_cluster" in fixtures:
+            return 0
+        return 2 if {"shared_cluster", "tutorial_app"} & set(fixtures) else 1
+
+    items.sort(key=group)
+
+
+def pytest_runtest_setup(item):
+    if item.path.suffix == ".ipynb":  # the notebook starts its own cluster, on the tutorial's ports
+        SHARED.stop()
+
+
+def pytest_runtest_teardown(item):
+    # The notebook stops its cluster in its last cells; when a cell fails those never run.
+    if item.path.suffix == ".ipynb":
+        subprocess.run([sys.executable, "local_cluster.py", "stop"], cwd=ROOT, capture_output=True, timeout=120)
+
+
+def pytest_sessionfinish(session):
+    SHARED.stop()
+    # The notebook's cluster, if the session was interrupted in the middle of it (a no-op otherwise).
+    subprocess.run([sys.executable, "local_cluster.py", "stop"], cwd=ROOT, capture_output=True, timeout=120)
+    if not TOKEN_FILE.exists():  # the session stopped before it began
+        return
+    # The session's cluster token is in no file but its own: not in Ray's logs of any cluster the tests started,
+    # not in this repository.
+    shown = subprocess.run(
+        [
+            "grep",
+            "-rlF",
+            "--exclude-dir=.venv",
+            "--exclude-dir=.git",
+            "--exclude-dir=.gpu-site",
+            TOKEN_FILE.read_text(),
+            str(SESSION_DIR),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    shown = [path for path in shown if path != str(TOKEN_FILE)]
+    if shown:
+        print(f"\nThe tests' cluster token shows in: {shown}")
+        session.exitstatus = 1

@@ -1,0 +1,89 @@
+"""Deployments that cannot work must fail the reader's wait (wait_for_model.py) fast, with the cause in its error:
+an engine that cannot start, a replica that no node can hold, a wrong key in a Serve config file.
+
+Each broken application is deployed beside the tutorial's, under a route of its own, on the tests' shared cluster;
+the next test that needs the tutorial's application alone removes it again."""
+
+import copy
+import os
+import subprocess
+import sys
+import time
+
+import yaml
+
+from benchmark.servers import ROOT
+
+
+def broken_app(name, change):
+    """The tutorial's application under another name, route and model id, changed by `change(llm_config)`."""
+    app = copy.deepcopy(yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())["applications"][0])
+    app["name"], app["route_prefix"] = name, f"/{name}"
+    llm_config = app["args"]["llm_configs"][0]
+    llm_config["model_loading_config"]["model_id"] = name
+    change(llm_config)
+    return app
+
+
+def wait_for(name, timeout_s=420):
+    """Run wait_for_model.py against the broken application; return its result and the seconds it took."""
+    env = {**os.environ, "BASE_URL": f"http://127.0.0.1:8000/{name}/v1", "MODEL_ID": name, "READY_TIMEOUT_S": "600"}
+    started = time.time()
+    wait = subprocess.run(
+        [sys.executable, "wait_for_model.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    return wait, time.time() - started
+
+
+def deploy_beside_the_tutorial(shared_cluster, app):
+    """`serve deploy` the tutorial's application and `app`; the tutorial's keeps answering, `app` may fail."""
+    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
+    config["applications"].append(app)
+    path = ROOT / "bench_results" / f"{app['name']}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    shared_cluster.deploy()  # the cluster, with the tutorial's application
+    shared_cluster.deployed = None  # from here on the cluster holds something else
+    shared_cluster.cluster.run("serve", "deploy", str(path))
+
+
+def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(shared_cluster):
+    # Ask vLLM for a KV cache far larger than this machine's memory: the engine refuses to start.
+    def huge_kv_cache(llm_config):
+        llm_config["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] = "100000"
+
+    deploy_beside_the_tutorial(shared_cluster, broken_app("no-engine", huge_kv_cache))
+    wait, seconds = wait_for("no-engine")
+    print(f"failed after {seconds:.0f}s:\n{wait.stderr[-1500:]}")
+    assert wait.returncode == 1, wait.stdout[-2000:]
+    assert "no-engine is not answering" in wait.stderr and "A replica failed to start" in wait.stderr, wait.stderr[
+        -3000:
+    ]
+    assert "VLLM_CPU_KVCACHE_SPACE" in wait.stderr, wait.stderr[-5000:]  # the cause, from the replica's log
+    assert seconds < 240, f"took {seconds:.0f}s to fail"
+
+
+def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(shared_cluster):
+    # As an accelerator_type that the node does not have does on a GPU node: here a CPU bundle that asks for one.
+    def needs_an_a100(llm_config):
+        llm_config["placement_group_config"] = {"bundles": [{"CPU": 1, "accelerator_type:A100-40G": 0.001}]}
+
+    deploy_beside_the_tutorial(shared_cluster, broken_app("no-a100", needs_an_a100))
+    wait, seconds = wait_for("no-a100")
+    print(f"failed after {seconds:.0f}s:\n{wait.stderr[-1500:]}")
+    assert wait.returncode == 1, wait.stdout[-2000:]
+    message = wait.stderr.strip().splitlines()
+    assert any("no-a100 cannot be scheduled: its replica needs accelerator_type:A100-40G" in line for line in message)
+    assert any("The cluster has: 4.0 CPU, " in line for line in message), wait.stderr[-2000:]  # and what it has
+    assert seconds < 60, f"took {seconds:.0f}s to fail"
+
+
+def test_a_wrong_key_in_a_config_file_fails_the_wait_with_its_name(shared_cluster):
+    def misspelled(llm_config):
+        llm_config["engine_kwarg"] = llm_config.pop("engine_kwargs")
+
+    deploy_beside_the_tutorial(shared_cluster, broken_app("misspelled", misspelled))
+    wait, seconds = wait_for("misspelled")
+    assert wait.returncode == 1, wait.stdout[-2000:]
+    assert "DEPLOY_FAILED" in wait.stderr, wait.stderr[-3000:]
+    assert "engine_kwarg" in wait.stderr and "Extra inputs are not permitted" in wait.stderr, wait.stderr[-3000:]

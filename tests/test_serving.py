@@ -1,0 +1,299 @@
+"""What holds when the tutorial's CPU deployment meets bad input, load, a client that leaves and a dead engine.
+A real Ray cluster, the real vLLM CPU engine, real HTTP on loopback. Each test leaves the deployment answering, and
+saves what it measured in bench_results/serving/ (ignored by git); run with `-s` to see the tables."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from benchmark.load import stream_chat
+from benchmark.servers import ROOT, wait_for_answer
+from tiny_reasoner import tasks
+
+MODEL = "tiny-reasoner"
+CHAT, COMPLETIONS = "/chat/completions", "/completions"
+HELLO = [{"role": "user", "content": "Hi"}]
+TOO_LONG = "strawberry " * 200  # about 2,200 byte tokens: twice the context of 1,024
+
+
+def save(name, result):
+    print(f"\n{name}: {json.dumps(result, indent=1)}")
+    (ROOT / "bench_results" / "serving").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench_results" / "serving" / f"{name}.json").write_text(json.dumps(result, indent=2))
+
+
+def good_request(base_url):
+    reply = httpx.post(
+        f"{base_url}{CHAT}",
+        timeout=60,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "How many R's are in the word strawberry?"}]},
+    )
+    assert reply.status_code == 200, reply.text
+    message = reply.json()["choices"][0]["message"]
+    assert tasks.well_formed(message["reasoning"], message["content"])
+    return message
+
+
+def error_message(reply):
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"].get("message", "")
+    return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
+
+
+BAD_REQUESTS = [
+    # (what, path, body: a dict is sent as JSON, bytes as they are)
+    ("malformed JSON", CHAT, b'{"model": "tiny-reasoner", "messages": ['),
+    ("empty body", CHAT, b""),
+    ("body is a JSON list", CHAT, b"[]"),
+    ("messages missing", CHAT, {"model": MODEL}),
+    ("messages is a string", CHAT, {"model": MODEL, "messages": "Hi"}),
+    ("message content is a number", CHAT, {"model": MODEL, "messages": [{"role": "user", "content": 42}]}),
+    ("unknown role", CHAT, {"model": MODEL, "messages": [{"role": "wizard", "content": "Hi"}]}),
+    ("unknown model", CHAT, {"model": "gpt-17", "messages": HELLO}),
+    ("negative max_tokens", CHAT, {"model": MODEL, "messages": HELLO, "max_tokens": -1}),
+    ("huge max_tokens", CHAT, {"model": MODEL, "messages": HELLO, "max_tokens": 10**9}),
+    ("prompt longer than the context", CHAT, {"model": MODEL, "messages": [{"role": "user", "content": TOO_LONG}]}),
+    (
+        "prompt longer than the context, streaming",
+        CHAT,
+        {"model": MODEL, "messages": [{"role": "user", "content": TOO_LONG}], "stream": True},
+    ),
+    ("temperature -1", CHAT, {"model": MODEL, "messages": HELLO, "temperature": -1}),
+    ("top_p 2", CHAT, {"model": MODEL, "messages": HELLO, "top_p": 2}),
+    ("n 0", CHAT, {"model": MODEL, "messages": HELLO, "n": 0}),
+    (
+        "temperature is a string, streaming",
+        CHAT,
+        {"model": MODEL, "messages": HELLO, "temperature": "hot", "stream": True},
+    ),
+    ("non-UTF-8 bytes", CHAT, b'{"model": "tiny-reasoner", "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
+    (
+        "10 MB body",
+        CHAT,
+        json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "a" * 10_000_000}]}).encode(),
+    ),
+    ("completions: prompt missing", COMPLETIONS, {"model": MODEL}),
+    (
+        "completions: negative max_tokens, streaming",
+        COMPLETIONS,
+        {"model": MODEL, "prompt": "Hi", "max_tokens": -5, "stream": True},
+    ),
+    ("completions: unknown model", COMPLETIONS, {"model": "gpt-17", "prompt": "Hi"}),
+]
+
+
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving(tutorial_app):
+    table = []
+    for what, path, body in BAD_REQUESTS:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        reply = httpx.post(
+            tutorial_app + path, content=content, timeout=120, headers={"Content-Type": "application/json"}
+        )
+        table.append({"request": what, "status": reply.status_code, "message": error_message(reply)[:160]})
+        good_request(tutorial_app)  # whatever came before, a good request still works
+    save("bad_requests", table)
+    wrong = [row for row in table if not 400 <= row["status"] < 500 or not row["message"].strip()]
+    assert not wrong, wrong
+    # With direct streaming vLLM's own app answers: an OpenAI-shaped 404. (Ray's standard ingress answers FastAPI's
+    # {"detail": ...} instead; the notebook says so.)
+    unknown = next(row for row in table if row["request"] == "unknown model")
+    assert unknown["status"] == 404 and "gpt-17" in unknown["message"]
+
+
+def metric(name):
+    """Sum of a Prometheus metric over its labels, from the Ray node's exporter."""
+    from tests.plugin import SharedCluster
+
+    text = httpx.get(f"http://127.0.0.1:{SharedCluster.METRICS_PORT}/metrics", timeout=10).text
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and line[len(name)] in "{ "
+    ]
+    return sum(values) if values else None
+
+
+def wait_for_metric(name, predicate, timeout=60):
+    deadline = time.time() + timeout
+    while True:
+        value = metric(name)
+        if value is not None and predicate(value) or time.time() > deadline:
+            return value
+        time.sleep(1)
+
+
+def settled_metric(name, quiet_s=12, timeout=90):
+    """The metric once it has stopped changing: Ray exports metrics every second, so a count lags behind."""
+    deadline, last, since = time.time() + timeout, metric(name), time.time()
+    while time.time() < deadline:
+        time.sleep(1)
+        value = metric(name)
+        if value != last:
+            last, since = value, time.time()
+        elif time.time() - since >= quiet_s:
+            break
+    return last
+
+
+async def load(base_url, prompts, concurrency):
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def one(prompt):
+            async with limit:
+                try:
+                    return await stream_chat(client, base_url, MODEL, prompt, max_tokens=None)
+                except httpx.HTTPError as error:
+                    return {"status": None, "error": repr(error)}
+
+        return await asyncio.gather(*(one(p) for p in prompts))
+
+
+def split_right(result):
+    """Reasoning chunks first, then answer chunks, and no think tag in the answer."""
+    kinds = [kind for _, kind in result["chunks"]]
+    return (
+        bool(kinds)
+        and kinds[0] == "reasoning"
+        and "answer" in kinds
+        and "reasoning" not in kinds[kinds.index("answer") :]
+        and not any(tag in result["answer"] for tag in tasks.THINK_TAGS)
+    )
+
+
+def test_400_streams_at_concurrency_32_lose_nothing(tutorial_app):
+    prompts = [item["prompt"] for item in tasks.held_out_letter_prompts(200) + tasks.sum_prompts()]
+    before = settled_metric("ray_vllm_request_success_total") or 0
+    started = time.time()
+    results = asyncio.run(load(tutorial_app, prompts, concurrency=32))
+    wall = time.time() - started
+    complete = [r for r in results if r["status"] == 200 and r["finish_reason"] and r["done"]]
+    wait_for_metric("ray_vllm_request_success_total", lambda v: v >= before + len(prompts))
+    seen = settled_metric("ray_vllm_request_success_total") - before
+    latencies = sorted(r["e2e"] for r in complete)
+    result = {
+        "sent": len(prompts),
+        "completed": len(complete),
+        "lost": len(prompts) - len(complete),
+        "split_right": sum(map(split_right, complete)),
+        "engine_saw": seen,
+        "wall_s": round(wall, 1),
+        "p50_s": round(latencies[len(latencies) // 2], 2),
+        "p99_s": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+    }
+    save("load", result)
+    assert len(complete) == len(prompts), [r for r in results if r not in complete][:3]
+    assert result["split_right"] == len(prompts)
+    assert seen == len(prompts)
+
+
+def test_a_client_that_disconnects_mid_stream_aborts_its_request(tutorial_app):
+    """vLLM counts no aborted requests, so watch the tokens: a request for 900 tokens whose client left after the
+    first few chunks must stop generating."""
+    generated_before = settled_metric("ray_vllm_generation_tokens_total") or 0
+    body = {"model": MODEL, "prompt": "Spell", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    with httpx.Client(timeout=60) as client, client.stream("POST", f"{tutorial_app}{COMPLETIONS}", json=body) as reply:
+        assert reply.status_code == 200
+        chunks = 0
+        for line in reply.iter_lines():
+            chunks += line.startswith("data: ")
+            if chunks == 5:
+                break
+    left = time.time()  # leaving the `with` closed the connection mid-stream
+    running = wait_for_metric("ray_vllm_num_requests_running", lambda v: v == 0, timeout=30)
+    seconds = time.time() - left
+    generated = settled_metric("ray_vllm_generation_tokens_total") - generated_before
+    save(
+        "disconnect",
+        {"running_after": running, "seconds_until_seen_idle": round(seconds, 1), "tokens_generated_of_900": generated},
+    )
+    assert running == 0 and generated < 300, "the engine kept generating for a client that had left"
+    good_request(tutorial_app)
+
+
+def test_benchmark_smoke_run(tutorial_app, tmp_path):
+    """A few requests through the benchmark's command line: every metric present, reasoning timed before the
+    answer, the notebook's questions answered."""
+    out = tmp_path / "benchmark.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark",
+            "--base-url",
+            tutorial_app,
+            "--requests",
+            "4",
+            "--concurrency",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    server = json.loads(out.read_text())["servers"][tutorial_app]
+    result = server["runs"][0]
+    assert result["ok"] == result["requests"] == 4
+    assert 0 < result["ttfr_s"]["p50"] < result["ttfa_s"]["p50"] <= result["e2e_s"]["p50"]
+    assert result["reasoning_tokens_mean"] > 0 and result["answer_tokens_mean"] > 0
+    assert 0 < result["chunk_gap_s"]["p50"] <= result["chunk_gap_s"]["p99"]
+    assert result["output_tokens_per_s"] > 0 and out.with_suffix(".png").stat().st_size > 10_000
+    questions = server["notebook_questions"]
+    assert set(questions) == set(tasks.NOTEBOOK_QUESTIONS)
+    for name, r in questions.items():
+        assert r["status"] == 200 and 0 < r["ttfr"] < r["ttfa"] < r["e2e"], (name, r)
+        assert r["reasoning_tokens"] > 0 and r["answer_tokens"] > 0, (name, r)
+
+
+def engine_processes():
+    return [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if "EngineCore" in (p.info["name"] or "") or "EngineCore" in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_a_killed_engine_is_replaced_and_the_endpoint_answers_again(tutorial_app):
+    engines = engine_processes()
+    assert engines, "no vLLM engine process found"
+    for process in engines:
+        process.kill()
+    try:
+        answered = wait_for_answer(tutorial_app, MODEL, started=time.time(), timeout=300)
+    except TimeoutError:
+        answered = None
+    result = {
+        "seconds_to_answer_again": round(answered, 1) if answered else None,
+        "new_engine_pids": [p.pid for p in engine_processes()],
+    }
+    save("engine_kill", result)
+    assert answered is not None, "the endpoint did not answer within 300s after the engine was killed"
+    assert {p.pid for p in engine_processes()}.isdisjoint({p.pid for p in engines})
+    good_request(tutorial_app)
+    # Nothing of the dead engine lives on: no vLLM process whose parent is gone.
+    orphans = [
+        p.pid
+        for p in psutil.process_iter(["name", "ppid"])
+        if (p.info["name"] or "").startswith("VLLM::") and p.info["ppid"] == 1
+    ]
+    assert not orphans, orphans
+
+
+@pytest.mark.parametrize("path", ["/models"])
+def test_the_model_is_listed(tutorial_app, path):
+    reply = httpx.get(tutorial_app + path, timeout=30)
+    assert reply.status_code == 200 and MODEL in reply.text
