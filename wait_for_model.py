@@ -1,4 +1,5 @@
 # wait_for_model.py
+import ast
 import glob
 import os
 import re
@@ -11,24 +12,42 @@ from openai import OpenAI
 BASE_URL = os.environ.get("BASE_URL", "http://localhost:8000/v1")
 MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
 TIMEOUT_S = float(os.environ.get("READY_TIMEOUT_S", "900"))
+# Ray's files live in <temp>/ray/session_latest, <temp> being $RAY_TMPDIR, else $TMPDIR, else /tmp.
+LOGS = os.path.join(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp", "ray/session_latest/logs")
 
 
 def serve_status():
-    """`serve status` as text, and {application: status} parsed from it."""
+    """`serve status` as text, and its applications as a dict."""
     text = subprocess.run(["serve", "status"], capture_output=True, text=True).stdout
-    applications = (yaml.safe_load(text) or {}).get("applications") or {}
-    return text, {name: app["status"] for name, app in applications.items()}
+    return text, (yaml.safe_load(text) or {}).get("applications") or {}
+
+
+def cluster_resources():
+    """What this cluster has, from `ray status`: {"CPU": "2.0", "accelerator_type:H200": "1.0", ...}."""
+    text = subprocess.run(["ray", "status"], capture_output=True, text=True).stdout
+    return {name: total for total, name in re.findall(r"^ *[\d.]+\w*/([\d.]+\w*) (\S+)", text, re.MULTILINE)}
+
+
+def unschedulable(since):
+    """The resource requests that Ray's autoscaler found no node for (it logs each one) after `since`, a time: a
+    replica that asks for one of them waits forever, here as on a cluster that adds nodes."""
+    requests = []
+    for line in open(f"{LOGS}/monitor.log", errors="replace") if os.path.exists(f"{LOGS}/monitor.log") else []:
+        found = re.match(r"([\d-]+ [\d:]+),\d+ .*No available node types can fulfill resource request (\{.*?\})", line)
+        if found and time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) >= since - 1:
+            requests.append(ast.literal_eval(found.group(2)))
+    return requests
 
 
 def log_errors(limit=15):
     """The error lines of this Ray session's Serve and worker logs, each once: where a failed start says why."""
-    logs = glob.glob("/tmp/ray/session_latest/logs/serve/*.log") + glob.glob("/tmp/ray/session_latest/logs/*.err")
+    logs = glob.glob(f"{LOGS}/serve/*.log") + glob.glob(f"{LOGS}/*.err")
     found = {}
     for path in sorted(logs, key=os.path.getmtime):
         for line in open(path, errors="replace"):
             if "Error" in line or "error:" in line:
                 found.setdefault(re.sub(r"[0-9a-f]{6,}|\d+", "#", line), line.strip()[:400])  # retries repeat
-    text = "\n".join(list(found.values())[-limit:]) or "(no error lines in /tmp/ray/session_latest/logs)"
+    text = "\n".join(list(found.values())[-limit:]) or f"(no error lines in {LOGS})"
     token = os.environ.get("HF_TOKEN")
     return text.replace(token, "<HF_TOKEN>") if token else text  # a failed start may print its config
 
@@ -42,9 +61,24 @@ while True:
         break
     except Exception as error:
         waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
-    status_text, statuses = serve_status()
+    status_text, applications = serve_status()
+    statuses = {name: app["status"] for name, app in applications.items()}
+    deploying = [app["last_deployed_time_s"] for app in applications.values() if app["status"] == "DEPLOYING"]
+    for request in unschedulable(since=min(deploying)) if deploying else []:
+        has = cluster_resources()
+        missing = [name for name, amount in request.items() if amount > 0 and name not in has]
+        needs = f"needs {', '.join(missing)}, which this cluster does not have" if missing else f"needs {request}"
+        offered = ", ".join(f"{total} {name}" for name, total in has.items() if not name.startswith("node:"))
+        raise RuntimeError(
+            f"{MODEL_ID} cannot be scheduled: its replica {needs}. No node of this cluster can "
+            f"hold it, says Ray's autoscaler. The cluster has: {offered}.\n{status_text}"
+        )
     failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
-    if failed or time.time() - start > TIMEOUT_S:
-        raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{status_text}\n{log_errors()}")
+    # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
+    # replica, each a full cold start), but the cause is known now.
+    retrying = "A replica failed to start" in status_text
+    if failed or retrying or time.time() - start > TIMEOUT_S:
+        again = "Serve is retrying; run this again to wait for it.\n" if retrying and not failed else ""
+        raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}")
     print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
     time.sleep(5)

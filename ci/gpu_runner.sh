@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The notebook end to end on one GPU (TUTORIAL_DEVICE=one-gpu: the small model), run by nbmake: what CI cannot do.
+#
+#   bash ci/gpu_runner.sh                                 # installs ci/requirements-gpu-runner.txt into .venv-gpu
+#   GPU_PYTHON=python3 GPU_WHEELS=/tmp/w bash ci/gpu_runner.sh   # offline: that Python (with its CUDA torch), and
+#                                                         # the wheels of everything else, installed as they are
+# Needs the tutorial's ports free, as the tests do (README). The log goes to bench_results/gpu_runner.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log=bench_results/gpu_runner.log && mkdir -p bench_results
+python="${GPU_PYTHON:-}"
+if [ -z "$python" ]; then
+  python3 -m venv .venv-gpu && python=.venv-gpu/bin/python
+fi
+if [ -n "${GPU_WHEELS:-}" ]; then
+  # No network: the wheels, without a resolver, in a folder of their own ahead of the image's packages.
+  site="$PWD/.gpu-site"
+  "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$GPU_WHEELS"/*.whl
+  export PYTHONPATH="$site" PATH="$site/bin:$PATH"
+else
+  "$python" -m pip install -q -r ci/requirements-gpu-runner.txt
+fi
+export PATH="$(dirname "$("$python" -c 'import sys; print(sys.executable)')"):$PATH"  # ray, serve, jupyter
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$log"
+versions='import ray, vllm, torch; print("ray", ray.__version__, "vllm", vllm.__version__, "torch", torch.__version__)'
+"$python" -c "$versions" |
+  tee -a "$log"
+start=$SECONDS
+"$python" -m pytest notebook.ipynb --tutorial-device one-gpu 2>&1 | tee -a "$log"
+echo "gpu_runner: notebook on one GPU in $((SECONDS - start))s" | tee -a "$log"
