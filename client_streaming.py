@@ -11,11 +11,13 @@ MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
 
 stream = client.chat.completions.create(
     model=MODEL_ID,
-    messages=[{
-        "role": "user",
-        "content": "I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
-                   "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?",
-    }],
+    messages=[
+        {
+            "role": "user",
+            "content": "I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
+            "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?",
+        }
+    ],
     stream=True,
 )
 

@@ -4,8 +4,9 @@
     python ci/generate.py --check   # exit 1, with a diff, if any of them differs from what the notebook gives
 
 A code cell whose first line is `%%writefile <name>.py` holds that file (the lines after the magic); a code cell whose
-first line is `# <name>.py` is that file, byte for byte, and the notebook runs it in place. (Also .sh and .yaml.) README.md is the notebook
-converted by nbconvert (`jupyter nbconvert --to markdown`), under a header that says so.
+first line is `# <name>.py` is that file, byte for byte, and the notebook runs it in place. (Also .sh and .yaml.)
+README.md is the notebook converted by nbconvert (`jupyter nbconvert --to markdown`), under a header that says so,
+with its code blocks made pasteable outside Jupyter (no `%%bash` line; a written file named in its first line).
 """
 
 import argparse
@@ -35,17 +36,32 @@ def expected_files():
     for cell in notebook.cells:
         found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
         if found:
-            body = cell.source[found.end():] if found.group(1) == "%%writefile " else cell.source
+            body = cell.source[found.end() :] if found.group(1) == "%%writefile " else cell.source
             files[found.group(2)] = body.rstrip("\n") + "\n"
     readme, _ = MarkdownExporter().from_notebook_node(notebook)
-    files["README.md"] = README_HEADER + readme.strip("\n") + "\n"
+    files["README.md"] = README_HEADER + pasteable(readme).strip("\n") + "\n"
     return files
+
+
+def pasteable(markdown):
+    """Code blocks a reader can paste outside Jupyter: a shell cell without its `%%bash` line, and a cell that writes
+    a file as that file, named in its first line (`# name`), in its own language."""
+    markdown = markdown.replace("```bash\n%%bash\n", "```bash\n")
+
+    def as_file(found):
+        name = found.group(1)
+        return f"```{'yaml' if name.endswith('.yaml') else 'python'}\n# {name}\n"
+
+    return re.sub(r"```python\n%%writefile ([\w.-]+)\n", as_file, markdown)
 
 
 def notebook_outputs():
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    return sum(len(cell.get("outputs", [])) + (cell.get("execution_count") is not None)
-               for cell in notebook.cells if cell.cell_type == "code")
+    return sum(
+        len(cell.get("outputs", [])) + (cell.get("execution_count") is not None)
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+    )
 
 
 def main():
@@ -61,8 +77,11 @@ def main():
             continue
         stale.append(name)
         if args.check:
-            sys.stdout.writelines(difflib.unified_diff(
-                current.splitlines(True), text.splitlines(True), f"{name} (committed)", f"{name} (from notebook)"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    current.splitlines(True), text.splitlines(True), f"{name} (committed)", f"{name} (from notebook)"
+                )
+            )
         else:
             path.write_text(text)
             print(f"wrote {name}")
