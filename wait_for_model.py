@@ -33,7 +33,7 @@ def unschedulable(since):
     replica that asks for one of them waits forever, here as on a cluster that adds nodes."""
     requests = []
     for line in open(f"{LOGS}/monitor.log", errors="replace") if os.path.exists(f"{LOGS}/monitor.log") else []:
-        found = re.match(r"([\d-]+ [\d:]+),\d+ .*No available node types can fulfill resource request (\{.*?\})", line)
+        found = re.match(r"([\d-]+ [\d:]+),\d+\s.*No available node types can fulfill resource request (\{.*?\})", line)
         if found and time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) >= since - 1:
             requests.append(ast.literal_eval(found.group(2)))
     return requests

@@ -96,7 +96,7 @@ def notebook_listener_table():
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        rows[(cells[1].strip("`"), cells[0].strip("`"))] = cells
+        rows[(cells[0].strip("`"), cells[1].strip("`"))] = cells
     return rows
 
 
