@@ -1,6 +1,7 @@
 # wait_for_model.py
 import ast
 import glob
+import json
 import os
 import re
 import subprocess
@@ -28,9 +29,25 @@ def cluster_resources():
     return {name: total for total, name in re.findall(r"^ *[\d.]+\w*/([\d.]+\w*) (\S+)", text, re.MULTILINE)}
 
 
-def unschedulable(since):
-    """The resource requests that Ray's autoscaler found no node for (it logs each one) after `since`, a time: a
-    replica that asks for one of them waits forever, here as on a cluster that adds nodes."""
+def infeasible_bundles(app):
+    """The resource bundles of `app`'s replicas that no node of the cluster has room for, now or ever: Ray's
+    placement group of each replica (named after it) says INFEASIBLE."""
+    listed = subprocess.run(
+        ["ray", "list", "placement-groups", "--detail", "--format", "json", "--filter", "state=PENDING"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [
+        bundle["unit_resources"]
+        for group in json.loads(listed or "[]")
+        if group["name"].startswith(f"SERVE_REPLICA::{app}#") and group["stats"]["scheduling_state"] == "INFEASIBLE"
+        for bundle in group["bundles"]
+    ]
+
+
+def autoscaler_refused(since):
+    """The resource requests that Ray's autoscaler logged, after `since` (a time), that it cannot add a node for:
+    on a cluster that adds nodes, only that makes an infeasible replica a lasting one."""
     requests = []
     for line in open(f"{LOGS}/monitor.log", errors="replace") if os.path.exists(f"{LOGS}/monitor.log") else []:
         found = re.match(r"([\d-]+ [\d:]+),\d+\s.*No available node types can fulfill resource request (\{.*?\})", line)
@@ -52,7 +69,9 @@ def log_errors(limit=15):
     return text.replace(token, "<HF_TOKEN>") if token else text  # a failed start may print its config
 
 
-client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=30)
+# A one-token answer takes under a second once the model is up; a request that waits longer goes unanswered, and
+# the loop checks on the deployment instead.
+client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=10)
 start = time.time()
 while True:
     try:
@@ -63,16 +82,19 @@ while True:
         waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
     status_text, applications = serve_status()
     statuses = {name: app["status"] for name, app in applications.items()}
-    deploying = [app["last_deployed_time_s"] for app in applications.values() if app["status"] == "DEPLOYING"]
-    for request in unschedulable(since=min(deploying)) if deploying else []:
+    deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
+    for app, deployed_at in deploying.items():
         has = cluster_resources()
-        missing = [name for name, amount in request.items() if amount > 0 and name not in has]
-        needs = f"needs {', '.join(missing)}, which this cluster does not have" if missing else f"needs {request}"
-        offered = ", ".join(f"{total} {name}" for name, total in has.items() if not name.startswith("node:"))
-        raise RuntimeError(
-            f"{MODEL_ID} cannot be scheduled: its replica {needs}. No node of this cluster can "
-            f"hold it, says Ray's autoscaler. The cluster has: {offered}.\n{status_text}"
-        )
+        for bundle in infeasible_bundles(app):
+            missing = [name for name, amount in bundle.items() if amount > 0 and name not in has]
+            if not any(set(missing) <= set(request) for request in autoscaler_refused(since=deployed_at)):
+                continue  # the autoscaler may still add a node that fits
+            needs = f"needs {', '.join(missing)}, which this cluster does not have" if missing else f"needs {bundle}"
+            offered = ", ".join(f"{total} {name}" for name, total in has.items() if not name.startswith("node:"))
+            raise RuntimeError(
+                f"{MODEL_ID} cannot be scheduled: a replica of application {app!r} {needs}. No node of this cluster "
+                f"can hold it, says Ray's autoscaler. The cluster has: {offered}.\n{status_text}"
+            )
     failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
     # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
     # replica, each a full cold start), but the cause is known now.

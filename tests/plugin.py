@@ -35,6 +35,7 @@ PORTS = {
     44217: "Ray autoscaler metrics",
     44227: "Ray dashboard metrics",
     8000: "Serve HTTP",
+    8085: "Ray metrics export (the tests' shared cluster)",
     8404: "HAProxy statistics",
     9101: "HAProxy metrics",
 }

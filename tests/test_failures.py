@@ -73,7 +73,10 @@ def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(sha
     print(f"failed after {seconds:.0f}s:\n{wait.stderr[-1500:]}")
     assert wait.returncode == 1, wait.stdout[-2000:]
     message = wait.stderr.strip().splitlines()
-    assert any("no-a100 cannot be scheduled: its replica needs accelerator_type:A100-40G" in line for line in message)
+    assert any(
+        "no-a100 cannot be scheduled: a replica of application 'no-a100' needs accelerator_type:A100-40G" in line
+        for line in message
+    )
     assert any("The cluster has: 4.0 CPU, " in line for line in message), wait.stderr[-2000:]  # and what it has
     assert seconds < 60, f"took {seconds:.0f}s to fail"
 
