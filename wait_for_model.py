@@ -37,9 +37,10 @@ def infeasible_bundles(app):
         capture_output=True,
         text=True,
     ).stdout
+    groups = json.loads(listed) if listed.lstrip().startswith("[") else []  # or "No resource in the cluster"
     return [
         bundle["unit_resources"]
-        for group in json.loads(listed or "[]")
+        for group in groups
         if group["name"].startswith(f"SERVE_REPLICA::{app}#") and group["stats"]["scheduling_state"] == "INFEASIBLE"
         for bundle in group["bundles"]
     ]
@@ -84,10 +85,13 @@ while True:
     statuses = {name: app["status"] for name, app in applications.items()}
     deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
     for app, deployed_at in deploying.items():
+        refused = autoscaler_refused(since=deployed_at)  # a file read: the `ray` commands below only if needed
+        if not refused:
+            continue
         has = cluster_resources()
         for bundle in infeasible_bundles(app):
             missing = [name for name, amount in bundle.items() if amount > 0 and name not in has]
-            if not any(set(missing) <= set(request) for request in autoscaler_refused(since=deployed_at)):
+            if not any(set(missing) <= set(request) for request in refused):
                 continue  # the autoscaler may still add a node that fits
             needs = f"needs {', '.join(missing)}, which this cluster does not have" if missing else f"needs {bundle}"
             offered = ", ".join(f"{total} {name}" for name, total in has.items() if not name.startswith("node:"))
