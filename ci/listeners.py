@@ -63,6 +63,15 @@ def listeners(session_id):
     return sorted(found, key=lambda item: (item[0], item[2]))
 
 
+def still_listening(pid, port):
+    """Whether process `pid` listens on `port` now: replicas come and go (a redeploy, a replaced engine)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
 def exposed(found):
     """The listeners another machine could reach: those not bound to a loopback address."""
     return [item for item in found if not item[1].startswith(LOOPBACK)]
