@@ -10,6 +10,7 @@ If a Ray cluster is already running, `start` uses it and `stop` leaves it runnin
 """
 
 import os
+import secrets
 import subprocess
 import sys
 
@@ -46,18 +47,34 @@ def started_session():
     return session_id if session_processes(session_id) else None
 
 
+def ensure_token():
+    """Ray's cluster token, where Ray looks for one ($RAY_AUTH_TOKEN, the file at $RAY_AUTH_TOKEN_PATH, else
+    ~/.ray/auth_token); if there is none, a new one as `ray get-auth-token --generate` makes it (64 random hex
+    digits), but in a file readable by you alone: Ray's own is readable by every user of the machine. Never printed."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secrets.token_hex(32))
+
+
+def some_cluster_may_run():
+    """What `ray status` would find: $RAY_ADDRESS, the address file of the last `ray start`, or a running GCS.
+    Checked first because `ray status` takes seconds to say there is no cluster."""
+    if os.environ.get("RAY_ADDRESS") or os.path.exists(os.path.join(ray_dir(), "ray_current_cluster")):
+        return True
+    return any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"]))
+
+
 def start(ray_start_args=()):
-    # The cluster token: created once and never printed (the command prints it for piping: send that nowhere).
-    # umask 077 makes the file readable by you alone; Ray's own default is readable by every user of the machine.
-    previous_umask = os.umask(0o077)
-    try:
-        subprocess.run(["ray", "get-auth-token", "--generate"], stdout=subprocess.DEVNULL, check=True)
-    finally:
-        os.umask(previous_umask)
+    ensure_token()
     if started_session():
         print("The cluster that `local_cluster.py start` started is running.")
         return
-    if subprocess.run(["ray", "status"], capture_output=True).returncode == 0:
+    if some_cluster_may_run() and subprocess.run(["ray", "status"], capture_output=True).returncode == 0:
         print("A Ray cluster is already running: using it; `local_cluster.py stop` will leave it running.")
         return
     # A new session: Ray's daemons, and everything they start, inherit it; `stop` ends that session.

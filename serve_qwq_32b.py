@@ -9,7 +9,9 @@ llm_config = LLMConfig(
     ),
     accelerator_type="A100-40G",
     deployment_config=dict(
-        autoscaling_config=dict(min_replicas=1, max_replicas=2),
+        # A second replica when the replicas average more than 16 requests in flight. Set the target: Ray Serve
+        # LLM's default is 10^9, and with it the second replica never comes.
+        autoscaling_config=dict(min_replicas=1, max_replicas=2, target_ongoing_requests=16),
     ),
     # Passes your Hugging Face token to the replicas, for gated models (QwQ-32B is not gated).
     runtime_env=dict(env_vars={"HF_TOKEN": os.environ["HF_TOKEN"]}) if "HF_TOKEN" in os.environ else None,

@@ -13,8 +13,12 @@ llm_config = LLMConfig(
     deployment_config=dict(
         autoscaling_config=dict(min_replicas=1, max_replicas=1),
     ),
-    # The CPU engine's KV cache, in GiB.
-    runtime_env=dict(env_vars={"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")})
+    runtime_env=dict(
+        env_vars={
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),  # the KV cache, in GiB
+            "VLLM_USE_AOT_COMPILE": "0",  # a compile cache that the CPU engine can load again (see below)
+        }
+    )
     if ON_CPU
     else None,
     engine_kwargs=dict(

@@ -82,6 +82,28 @@ def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
     assert (ROOT / "benchmark" / "results" / "cpu.png").stat().st_size > 10_000
 
 
+def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
+    """The notebook quotes benchmark/results/cold_start.json, which `python -m benchmark.cold_start` wrote."""
+    from benchmark.cold_start import table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "cold_start.json").read_text())
+    assert table(results) in (ROOT / "README.md").read_text()
+    assert (ROOT / "benchmark" / "results" / "cold_start.png").stat().st_size > 10_000
+    # And the price of compiling: tokens/s with and without (the mean of the repeats).
+    speed = json.loads((ROOT / "benchmark" / "results" / "cpu_compiled_vs_eager.json").read_text())
+
+    def tokens_per_s(engine, concurrency):
+        (server,) = speed[engine]["servers"].values()
+        runs = [r["output_tokens_per_s"] for r in server["runs"] if r["concurrency"] == concurrency]
+        return f"{sum(runs) / len(runs):.0f}"
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"made {tokens_per_s('compiled', 1)} tokens/s compiled and {tokens_per_s('enforce_eager', 1)} eager at "
+        f"concurrency 1, {tokens_per_s('compiled', 16)} and {tokens_per_s('enforce_eager', 16)} at 16"
+    ) in readme
+
+
 def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
     """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
     names the file in its first line."""

@@ -18,11 +18,20 @@ import importlib, json, sys, yaml
 from ray.llm._internal.serve.core.ingress.builder import LLMServingArgs
 from ray.serve.llm import build_openai_app
 
+def autoscaling(app):  # as Serve will run it, Ray Serve LLM's defaults merged in; the LLM server is the ingress
+    config = app._bound_deployment._deployment_config.autoscaling_config
+    return config.dict() if config else None
+
 module = importlib.import_module(sys.argv[1])
 args = LLMServingArgs.model_validate(yaml.safe_load(open(sys.argv[2]))["applications"][0]["args"])
-build_openai_app(args)
+from_file = build_openai_app(args)
+without_target = module.llm_config.model_copy(deep=True)
+without_target.deployment_config["autoscaling_config"].pop("target_ongoing_requests", None)
 print(json.dumps({"python": module.llm_config.model_dump(), "yaml": args.llm_configs[0].model_dump(),
-                  "yaml_ingress": args.ingress_deployment_config}, default=repr))  # classes by name
+                  "yaml_ingress": args.ingress_deployment_config,
+                  "autoscaling": {"python": autoscaling(module.app), "yaml": autoscaling(from_file),
+                                  "without_target": autoscaling(build_openai_app({"llm_configs": [without_target]}))}},
+                 default=repr))  # classes by name
 """
 
 
@@ -57,6 +66,17 @@ def test_config_file_gives_the_same_llm_config_as_the_python_app(shared_cluster,
     assert not configs["yaml_ingress"]
     assert from_file == python
     assert python["engine_kwargs"]["reasoning_parser"] == "deepseek_r1"
+
+
+def test_the_qwq_app_scales_to_its_second_replica_and_would_not_without_a_target(shared_cluster):
+    """Ray Serve LLM merges its default target of 10^9 ongoing requests per replica into an autoscaling_config that
+    has none: min 1 / max 2 alone never adds the second replica. The tutorial sets the target, in both files."""
+    shared_cluster.deploy()  # building an app needs a running cluster
+    autoscaling = built_configs("serve_qwq_32b", "serve_qwq_32b.yaml")["autoscaling"]
+    assert autoscaling["python"] == autoscaling["yaml"]
+    assert (autoscaling["python"]["min_replicas"], autoscaling["python"]["max_replicas"]) == (1, 2)
+    assert autoscaling["python"]["target_ongoing_requests"] == 16
+    assert autoscaling["without_target"]["target_ongoing_requests"] == 10**9
 
 
 def test_service_yaml_is_a_valid_anyscale_service_for_the_qwq_app():

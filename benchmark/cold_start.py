@@ -1,0 +1,226 @@
+"""Where a cold start's time goes: bare vLLM next to the tutorial's deployment, phase by phase, from their own logs.
+
+    python -m benchmark.cold_start --out benchmark/results/cold_start.json   # about 10 minutes on 2 cores
+
+Each server is started the way a reader starts it and timed until the model answers a real request: bare vLLM's
+OpenAI server, and the notebook's steps (`local_cluster.py start`, `serve start`, `serve run ... --non-blocking`).
+The phases between are read from the timestamps of Ray's and vLLM's own log lines (MILESTONES). Every start gets an
+empty compile cache (vLLM's and torch's), as on a reader's first run, except the "second start" rows, which reuse the
+caches the start before them left. Writes the JSON and a timeline plot beside it (.png).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from benchmark import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The moments a cold start passes, in order, each the end of a phase: (phase, log file, regex of the line).
+# vLLM's lines carry the time to the second; Ray's to the millisecond.
+MILESTONES = [
+    ("ray start (local_cluster.py start)", None, None),
+    ("serve start: Serve's controller, HAProxy", None, None),
+    ("serve run: import and build the app", "controller", r"Deploying new (app|version)"),
+    ("Serve: start the replica's actor", "replica", r"Started initializing replica"),
+    ("Ray Serve LLM: model-files task", "replica", r"Using executor class"),
+    ("vLLM: start the engine process", "vllm", r"Initializing a V1 LLM engine"),
+    ("vLLM: start the model worker, load weights", "vllm", r"Loading weights took"),
+    ("vLLM: compile and warm up the model", "vllm", r"KV cache size"),
+    ("vLLM: profile, allocate the KV cache", "vllm", r"init engine \(profile"),
+    ("OpenAI server: set up", "ready", None),
+    ("first request answered", None, None),
+]
+RAY_ONLY = {phase for phase, _, _ in MILESTONES[:5]}
+READY = {"replica": r"Finished initializing replica", "bare": r"Starting vLLM (API )?server on"}
+RAY_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+VLLM_TIME = re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d)")
+
+
+def line_time(line):
+    """The epoch time at which a Ray or vLLM log line was written (local time, as both write it)."""
+    found = RAY_TIME.search(line)
+    if found:
+        return datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    found = VLLM_TIME.search(line)
+    if found:
+        return datetime.strptime(f"{datetime.now().year}-{found[1]}", "%Y-%m-%d %H:%M:%S").timestamp()
+    return None
+
+
+def first_time(files, pattern):
+    times = []
+    for path in files:
+        for line in path.read_text(errors="replace").splitlines():
+            if re.search(pattern, line) and line_time(line) is not None:
+                times.append(line_time(line))
+                break
+    return min(times) if times else None
+
+
+def phases(started, moments):
+    """[(phase, start, seconds)] relative to `started`, for the milestones that were reached, in order."""
+    result, previous = [], started
+    for phase, _, _ in MILESTONES:
+        moment = moments.get(phase)
+        if moment is not None:
+            moment = max(moment, previous)  # vLLM's whole seconds can fall before the millisecond line before them
+            result.append((phase, round(previous - started, 2), round(moment - previous, 2)))
+            previous = moment
+    return result
+
+
+def compile_caches(folder):
+    """vLLM's and torch's compile caches in `folder`: empty for a first start, as on a reader's first run."""
+    return {"VLLM_CACHE_ROOT": f"{folder}/vllm", "TORCHINDUCTOR_CACHE_DIR": f"{folder}/torchinductor"}
+
+
+def bare_start(config, cache_root, engine_args=(), env=None):
+    """Bare vLLM's OpenAI server with the config's model and engine arguments (and `env`); its milestones."""
+    from benchmark.__main__ import engine_cli_args, llm_config
+
+    model = llm_config(config)["model_loading_config"]
+    log = Path(tempfile.mkdtemp(prefix="cold-start-")) / "vllm.log"
+    saved = dict(os.environ)
+    os.environ.update({**compile_caches(cache_root), **(env or {})})
+    started = time.time()
+    try:
+        engine = engine_cli_args(config) + list(engine_args)
+        with servers.bare_vllm(ROOT / model["model_source"], model["model_id"], engine, log) as (_, cold_start):
+            answered = started + cold_start
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    moments = {phase: first_time([log], pattern) for phase, source, pattern in MILESTONES if source == "vllm"}
+    moments["OpenAI server: set up"] = first_time([log], READY["bare"])
+    moments["first request answered"] = answered
+    return started, moments
+
+
+def tutorial_start(cache_root, extra_env=None):
+    """The notebook's steps on a new cluster (Ray's files in a temp folder of their own); their milestones."""
+    ray_tmp = tempfile.mkdtemp(prefix="cs-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, **compile_caches(cache_root), **(extra_env or {})})
+    moments = {}
+    started = time.time()
+    try:
+        cluster.running = True
+        cluster.run(sys.executable, "local_cluster.py", "start")
+        moments["ray start (local_cluster.py start)"] = time.time()
+        cluster.run("serve", "start", "--http-host", "127.0.0.1")
+        moments["serve start: Serve's controller, HAProxy"] = time.time()
+        cluster.run("serve", "run", "serve_tiny_reasoner:app", "--non-blocking", timeout=900)
+        run_returned = time.time()
+        answered = started + servers.wait_for_answer(servers.SERVE_URL, "tiny-reasoner", started)
+        logs = Path(ray_tmp) / "ray" / "session_latest" / "logs"
+        files = {
+            "controller": list(logs.glob("serve/controller_*.log")),
+            "replica": list(logs.glob("serve/replica_*LLMServer*.log")),
+            "vllm": list(logs.glob("worker-*.out")) + list(logs.glob("worker-*.err")),
+        }
+        for phase, source, pattern in MILESTONES:
+            if pattern:
+                moments[phase] = first_time(files[source], pattern)
+        moments["OpenAI server: set up"] = first_time(files["replica"], READY["replica"])
+        moments["first request answered"] = answered
+        return started, moments, round(run_returned - started, 2)
+    finally:
+        cluster.stop()
+
+
+def table(results):
+    """Seconds per phase (rows) for each start (columns), then the total and the part only Ray has."""
+    starts = results["starts"]
+    lines = ["| phase | " + " | ".join(starts) + " |", "| --- | " + " | ".join("---:" for _ in starts) + " |"]
+    for phase, _, _ in MILESTONES:
+        cells = []
+        for start in starts.values():
+            seconds = {p: s for p, _, s in start["phases"]}.get(phase)
+            cells.append(f"{seconds:.1f}" if seconds is not None else "")
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| **first answer after** | " + " | ".join(f"**{s['total_s']:.0f} s**" for s in starts.values()) + " |"
+    )
+    lines.append(
+        "| of that, phases only Ray has | " + " | ".join(f"{s['ray_only_s']:.0f} s" for s in starts.values()) + " |"
+    )
+    return "\n".join(lines)
+
+
+def timeline_plot(results, path):
+    """One bar per start, its phases side by side in time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip([p for p, _, _ in MILESTONES], plt.get_cmap("tab20").colors))
+    fig, axis = plt.subplots(figsize=(13, 1.2 + 0.7 * len(results["starts"])))
+    for row, start in enumerate(results["starts"].values()):
+        for phase, begin, seconds in start["phases"]:
+            axis.broken_barh([(begin, seconds)], (row - 0.35, 0.7), color=colours[phase], edgecolor="white")
+    axis.set_yticks(range(len(results["starts"])), list(results["starts"]))
+    axis.invert_yaxis()
+    axis.set_xlabel("seconds from the first command to the first answer")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in colours.values()]
+    axis.legend(handles, list(colours), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis.set_title("Cold start, phase by phase (from Ray's and vLLM's log lines)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind like Ctrl-C: the server being timed stops too
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "serve_tiny_reasoner.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "cold_start.json")
+    args = parser.parse_args()
+    config = yaml.safe_load(args.config.read_text())
+    from benchmark.__main__ import llm_config
+
+    os.environ.update(
+        {k: str(v) for k, v in llm_config(config).get("runtime_env", {}).get("env_vars", {}).items()}
+    )  # the CPU engine's KV cache size, for bare vLLM too
+
+    starts = {}
+    bare_cache, aot_cache, eager_cache, ray_cache = (tempfile.mkdtemp(prefix="vllm-cache-") for _ in range(4))
+    aot = {"VLLM_USE_AOT_COMPILE": "1"}  # vLLM 0.29's default, which the config turns off on CPU
+    runs = [
+        ("bare vLLM", lambda: bare_start(config, bare_cache)),
+        ("bare vLLM, second start", lambda: bare_start(config, bare_cache)),
+        ("bare vLLM, AOT cache", lambda: bare_start(config, aot_cache, env=aot)),
+        ("bare vLLM, AOT cache, second start", lambda: bare_start(config, aot_cache, env=aot)),
+        ("bare vLLM, enforce_eager", lambda: bare_start(config, eager_cache, ["--enforce-eager"])),
+        ("tutorial", lambda: tutorial_start(ray_cache)),
+        ("tutorial, second start", lambda: tutorial_start(ray_cache)),
+    ]
+    for name, run in runs:
+        started, moments, *serve_run = run()
+        timeline = phases(started, moments)
+        total = sum(seconds for _, _, seconds in timeline)
+        ray_only = sum(seconds for phase, _, seconds in timeline if phase in RAY_ONLY)
+        starts[name] = {"total_s": round(total, 2), "ray_only_s": round(ray_only, 2), "phases": timeline}
+        if serve_run:
+            starts[name]["serve_run_returned_s"] = serve_run[0]
+        print(
+            f"{name:28} first answer after {total:6.1f} s" + "".join(f"\n  {p:45} {s:6.1f} s" for p, _, s in timeline)
+        )
+    results = {"machine": f"{os.cpu_count()} cores", "config": args.config.name, "starts": starts}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    timeline_plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
