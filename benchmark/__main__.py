@@ -52,6 +52,11 @@ def engine_cli_args(config):
     return args
 
 
+def engine_env(config):
+    """The Serve config's runtime_env variables (e.g. the CPU engine's KV cache size), for bare vLLM's engine."""
+    return {k: str(v) for k, v in llm_config(config).get("runtime_env", {}).get("env_vars", {}).items()}
+
+
 def variant(config, name, standard_ingress=False, **fields):
     """The Serve config with some LLMConfig fields set, written to bench_results/serve_<name>.yaml.
 
@@ -72,8 +77,7 @@ def server_registry(config):
     model = llm_config(config)["model_loading_config"]
     model_dir = ROOT / model["model_source"] if not Path(model["model_source"]).is_absolute() else model["model_source"]
     bare_args = engine_cli_args(config)
-    bare_env = llm_config(config).get("runtime_env", {}).get("env_vars", {})
-    os.environ.update({k: str(v) for k, v in bare_env.items()})  # e.g. the CPU engine's KV cache size
+    os.environ.update(engine_env(config))
 
     def bare(niceness=0):
         return servers.bare_vllm(model_dir, model["model_id"], bare_args, OUT / "bare_vllm.log", niceness=niceness)

@@ -38,7 +38,7 @@ MILESTONES = [
     ("vLLM: start the model worker, load weights", "vllm", r"Loading weights took"),
     ("vLLM: compile and warm up the model", "vllm", r"KV cache size"),
     ("vLLM: profile, allocate the KV cache", "vllm", r"init engine \(profile"),
-    ("OpenAI server: set up", "ready", None),
+    ("OpenAI server: set up", None, None),  # READY: a line of its own on each side
     ("first request answered", None, None),
 ]
 RAY_ONLY = {phase for phase, _, _ in MILESTONES[:5]}
@@ -59,11 +59,13 @@ def line_time(line):
 
 
 def first_time(files, pattern):
+    """The earliest time a line matching `pattern` was written in any of `files`."""
     times = []
     for path in files:
         for line in path.read_text(errors="replace").splitlines():
-            if re.search(pattern, line) and line_time(line) is not None:
-                times.append(line_time(line))
+            written = line_time(line) if re.search(pattern, line) else None
+            if written is not None:
+                times.append(written)
                 break
     return min(times) if times else None
 
@@ -86,21 +88,20 @@ def compile_caches(folder):
 
 
 def bare_start(config, cache_root, engine_args=(), env=None):
-    """Bare vLLM's OpenAI server with the config's model and engine arguments (and `env`); its milestones."""
-    from benchmark.__main__ import engine_cli_args, llm_config
+    """Bare vLLM's OpenAI server with the config's model, engine arguments and variables (and `env`); its
+    milestones."""
+    from benchmark.__main__ import engine_cli_args, engine_env, llm_config
 
     model = llm_config(config)["model_loading_config"]
     log = Path(tempfile.mkdtemp(prefix="cold-start-")) / "vllm.log"
-    saved = dict(os.environ)
-    os.environ.update({**compile_caches(cache_root), **(env or {})})
+    server_env = {**engine_env(config), **compile_caches(cache_root), **(env or {})}
+    engine = engine_cli_args(config) + list(engine_args)
     started = time.time()
-    try:
-        engine = engine_cli_args(config) + list(engine_args)
-        with servers.bare_vllm(ROOT / model["model_source"], model["model_id"], engine, log) as (_, cold_start):
-            answered = started + cold_start
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with servers.bare_vllm(ROOT / model["model_source"], model["model_id"], engine, log, env=server_env) as (
+        _,
+        seconds,
+    ):
+        answered = started + seconds
     moments = {phase: first_time([log], pattern) for phase, source, pattern in MILESTONES if source == "vllm"}
     moments["OpenAI server: set up"] = first_time([log], READY["bare"])
     moments["first request answered"] = answered
@@ -186,11 +187,6 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "cold_start.json")
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
-    from benchmark.__main__ import llm_config
-
-    os.environ.update(
-        {k: str(v) for k, v in llm_config(config).get("runtime_env", {}).get("env_vars", {}).items()}
-    )  # the CPU engine's KV cache size, for bare vLLM too
 
     starts = {}
     bare_cache, aot_cache, eager_cache, ray_cache = (tempfile.mkdtemp(prefix="vllm-cache-") for _ in range(4))

@@ -137,12 +137,13 @@ def bare_vllm(
     log_path=None,
     timeout=600,
     niceness=0,
+    env=None,
 ):
     """vLLM's own OpenAI server on a loopback port, with the deepseek_r1 parser and `engine_args`.
     Yields (base_url, seconds until it answered); always stops it. niceness: run it below other processes (Ray runs
-    its workers at 15)."""
+    its workers at 15). env: added to this process's environment for the server."""
     port = free_port()
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ}
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, **(env or {})}
     command = [
         "nice",
         "-n",

@@ -2,6 +2,7 @@
 service definition. (Deploying serve_tiny_reasoner.yaml for real is a notebook
 step; a wrong key in a config file is in test_failures.py.)"""
 
+import functools
 import json
 import os
 import subprocess
@@ -35,7 +36,8 @@ print(json.dumps({"python": module.llm_config.model_dump(), "yaml": args.llm_con
 """
 
 
-def built_configs(module, config_file):
+@functools.cache  # the printed JSON: each caller parses a fresh copy; building takes a process importing Ray and vLLM
+def built_configs_json(module, config_file):
     # Built in the notebook's environment (direct streaming), without what the Python apps would pass on.
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "VLLM_CPU_KVCACHE_SPACE")}
     run = subprocess.run(
@@ -47,7 +49,11 @@ def built_configs(module, config_file):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run.stdout.strip().splitlines()[-1]
+
+
+def built_configs(module, config_file):
+    return json.loads(built_configs_json(module, config_file))
 
 
 @pytest.mark.parametrize(
