@@ -1,7 +1,6 @@
 # wait_for_model.py
 import ast
 import glob
-import json
 import os
 import re
 import subprocess
@@ -24,25 +23,26 @@ def serve_status():
 
 
 def cluster_resources():
-    """What this cluster has, from `ray status`: {"CPU": "2.0", "accelerator_type:H200": "1.0", ...}."""
-    text = subprocess.run(["ray", "status"], capture_output=True, text=True).stdout
-    return {name: total for total, name in re.findall(r"^ *[\d.]+\w*/([\d.]+\w*) (\S+)", text, re.MULTILINE)}
+    """What the cluster's live nodes have, summed: {"CPU": 4.0, "GPU": 8.0, "accelerator_type:H200": 1.0, ...}."""
+    from ray.util.state import list_nodes  # importing Ray takes seconds: only when a replica waits for resources
+
+    has = {}
+    for node in list_nodes(filters=[("state", "=", "ALIVE")], detail=True):
+        for name, amount in node.resources_total.items():
+            has[name] = has.get(name, 0) + amount
+    return has
 
 
 def infeasible_bundles(app):
     """The resource bundles of `app`'s replicas that no node of the cluster has room for, now or ever: Ray's
     placement group of each replica (named after it) says INFEASIBLE."""
-    listed = subprocess.run(
-        ["ray", "list", "placement-groups", "--detail", "--format", "json", "--filter", "state=PENDING"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    groups = json.loads(listed) if listed.lstrip().startswith("[") else []  # or "No resource in the cluster"
+    from ray.util.state import list_placement_groups
+
     return [
         bundle["unit_resources"]
-        for group in groups
-        if group["name"].startswith(f"SERVE_REPLICA::{app}#") and group["stats"]["scheduling_state"] == "INFEASIBLE"
-        for bundle in group["bundles"]
+        for group in list_placement_groups(filters=[("state", "=", "PENDING")], detail=True)
+        if group.name.startswith(f"SERVE_REPLICA::{app}#") and group.stats["scheduling_state"] == "INFEASIBLE"
+        for bundle in group.bundles
     ]
 
 
@@ -72,9 +72,10 @@ def log_errors(limit=15):
 
 # A one-token answer takes under a second once the model is up; a request that waits longer goes unanswered, and
 # the loop checks on the deployment instead.
-client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=10)
+client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=5)
 start = time.time()
 while True:
+    asked = time.time()
     try:
         client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
         print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
@@ -94,7 +95,11 @@ while True:
             if not any(set(missing) <= set(request) for request in refused):
                 continue  # the autoscaler may still add a node that fits
             needs = f"needs {', '.join(missing)}, which this cluster does not have" if missing else f"needs {bundle}"
-            offered = ", ".join(f"{total} {name}" for name, total in has.items() if not name.startswith("node:"))
+            offered = ", ".join(
+                f"{total / 2**30:.1f} GiB {name}" if name.endswith("memory") else f"{total:g} {name}"
+                for name, total in sorted(has.items())  # CPU, GPU, accelerator_type:…, memory, …
+                if not name.startswith("node:")
+            )
             raise RuntimeError(
                 f"{MODEL_ID} cannot be scheduled: a replica of application {app!r} {needs}. No node of this cluster "
                 f"can hold it, says Ray's autoscaler. The cluster has: {offered}.\n{status_text}"
@@ -107,4 +112,4 @@ while True:
         again = "Serve is retrying; run this again to wait for it.\n" if retrying and not failed else ""
         raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}")
     print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
-    time.sleep(5)
+    time.sleep(max(0.0, asked + 10 - time.time()))  # a round every 10 s at most: `serve status` takes seconds of CPU
