@@ -104,6 +104,23 @@ def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
     ) in readme
 
 
+def test_the_scale_up_in_the_notebook_is_the_measured_one():
+    """The notebook quotes benchmark/results/scale_up.json, which `python -m benchmark.scale_up` wrote."""
+    from benchmark.scale_up import scaled_config, table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "scale_up.json").read_text())
+    decided, started, _ = results["seconds_after_the_load_started"].values()
+    readme = (ROOT / "README.md").read_text()
+    assert table(results) in readme
+    assert (
+        f"Serve added the replica {decided} s after the load began: it averages the load over `look_back_period_s` "
+        f"(30 s) and waits `upscale_delay_s` (30 s) before it acts. The new replica's cold start then took "
+        f"{started - decided:.0f} s, on the same two cores as the first replica, which served the load meanwhile: "
+        f"{results['requests']['ok']} streams ended, {results['requests']['failed']} failed."
+    ) in " ".join(readme.split())
+    assert results["autoscaling_config"] == scaled_config()[1]  # measured with the QwQ app's autoscaling as it is
+
+
 def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
     """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
     names the file in its first line."""

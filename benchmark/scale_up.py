@@ -1,0 +1,165 @@
+"""Scale-up, measured: from the load that makes Serve add a second replica to that replica's first answer.
+
+    python -m benchmark.scale_up --out benchmark/results/scale_up.json   # about 10 minutes on 2 cores
+
+The tutorial's CPU application with the QwQ app's autoscaling (serve_qwq_32b.yaml: 1 to 2 replicas, its
+target_ongoing_requests, Serve's default delays) on a cluster of 4 logical CPUs, so that a second replica of 2 CPUs
+fits. On 2 cores the two replicas share them, and the new one starts next to one that is serving the load: its cold
+start is slower than on a machine with room for it, which makes this an upper bound for the same model.
+
+The load: CONCURRENCY streams at a time until the new replica has answered a request. The moments, from Serve's own
+logs: the controller's "Upscaling ... from 1 to 2 replicas", its "Replica(...) started successfully", and the first
+request the new replica's log shows answered (a stream is logged when it ends).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from benchmark import servers
+from benchmark.cold_start import first_time, line_time
+from benchmark.load import default_prompts, stream_chat
+
+ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
+MAX_TOKENS = 64  # short requests: the log shows a request when it ends
+DEPLOYMENT = "LLMServer:tiny-reasoner"
+ANSWERED = r"POST /v1/chat/completions 200 "  # a replica's access log line
+
+
+def scaled_config():
+    """serve_tiny_reasoner.yaml with the autoscaling of serve_qwq_32b.yaml."""
+    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
+    qwq = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
+    autoscaling = qwq["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"]
+    config["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"] = autoscaling
+    return config, autoscaling
+
+
+async def load_until(base_url, done, timeout_s):
+    """Keep CONCURRENCY streams going until `done()` or `timeout_s`; return how many ended, and how many failed."""
+    prompts = default_prompts(CONCURRENCY * 4)
+    counts = {"ok": 0, "failed": 0}
+    deadline = time.time() + timeout_s
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+
+        async def stream(worker):
+            sent = 0
+            while not done() and time.time() < deadline:
+                prompt = prompts[(worker + sent * CONCURRENCY) % len(prompts)]
+                result = await stream_chat(client, base_url, "tiny-reasoner", prompt, MAX_TOKENS, {"ignore_eos": True})
+                counts["ok" if result["status"] == 200 and result["done"] else "failed"] += 1
+                sent += 1
+
+        await asyncio.gather(*(stream(worker) for worker in range(CONCURRENCY)))
+    return counts
+
+
+class ReplicaLogs:
+    """The moments of a scale-up in Serve's logs of the cluster whose files are under `ray_tmp`."""
+
+    def __init__(self, ray_tmp):
+        self.logs = Path(ray_tmp) / "ray" / "session_latest" / "logs" / "serve"
+
+    def controller(self):
+        return list(self.logs.glob("controller_[0-9]*.log"))  # not the app builders' controller_build_*.log
+
+    def upscaled(self):
+        return first_time(self.controller(), rf"Upscaling Deployment\(name='{DEPLOYMENT}'.* from 1 to 2 replicas")
+
+    def started_replicas(self):
+        """[(id, when it started successfully)] of the model's replicas, in order."""
+        started = []
+        for path in self.controller():
+            for line in path.read_text(errors="replace").splitlines():
+                found = re.search(rf"Replica\(id='(\w+)', deployment='{DEPLOYMENT}'.*started successfully", line)
+                if found:
+                    started.append((found[1], line_time(line)))
+        return started
+
+    def new_replica(self, first_replica):
+        """The id of the replica the upscale started, and when it started successfully."""
+        return next(((id_, at) for id_, at in self.started_replicas() if id_ != first_replica), (None, None))
+
+    def first_answer(self, replica):
+        """When the replica's own log first shows a chat request it answered."""
+        return first_time(list(self.logs.glob(f"replica_*_{replica}.log")), ANSWERED)
+
+    def answers(self, replica):
+        return sum(
+            len(re.findall(ANSWERED, path.read_text(errors="replace")))
+            for path in self.logs.glob(f"replica_*_{replica}.log")
+        )
+
+
+def table(results):
+    """The notebook's table of a scale-up: each moment, seconds after the load started."""
+    rows = [f"| {name} | {seconds} |" for name, seconds in results["seconds_after_the_load_started"].items()]
+    return "\n".join(["| moment | seconds after the load started |", "| --- | ---: |", *rows])
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind like Ctrl-C: the cluster stops too
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "scale_up.json")
+    parser.add_argument("--timeout", type=float, default=900, help="give up on the second replica after this")
+    args = parser.parse_args()
+    config, autoscaling = scaled_config()
+
+    ray_tmp = tempfile.mkdtemp(prefix="su-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp})
+    logs = ReplicaLogs(ray_tmp)
+    try:
+        cluster.start("--num-cpus=4")
+        cluster.deploy(config)
+        ((first_replica, _),) = logs.started_replicas()
+
+        def second_replica_answered():
+            replica, _ = logs.new_replica(first_replica)
+            return replica is not None and logs.first_answer(replica) is not None
+
+        load_started = time.time()
+        counts = asyncio.run(load_until(servers.SERVE_URL, second_replica_answered, args.timeout))
+        load_ended = time.time()
+        replica, started_at = logs.new_replica(first_replica)
+        moments = {
+            "Serve decides to add a replica": logs.upscaled(),
+            "the new replica started (Ray Serve LLM and vLLM cold start)": started_at,
+            "the new replica answered its first request": logs.first_answer(replica) if replica else None,
+        }
+        served = {"first": logs.answers(first_replica), "new": logs.answers(replica) if replica else 0}
+    finally:
+        cluster.stop()
+
+    since_load = {name: round(moment - load_started, 1) if moment else None for name, moment in moments.items()}
+    results = {
+        "machine": f"{os.cpu_count()} cores, a cluster of 4 logical CPUs",
+        "config": "serve_tiny_reasoner.yaml with serve_qwq_32b.yaml's autoscaling_config",
+        "autoscaling_config": autoscaling,
+        "load": {"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS, "seconds": round(load_ended - load_started, 1)},
+        "requests": counts,
+        "requests_answered_by_replica": served,
+        "seconds_after_the_load_started": since_load,
+    }
+    print(table(results))
+    print(f"requests: {counts}; answered by the first / the new replica (from their logs): {served}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    if None in since_load.values():
+        sys.exit("the second replica did not answer: see the moments above")
+
+
+if __name__ == "__main__":
+    main()
