@@ -58,13 +58,13 @@ def line_time(line):
     return None
 
 
-def first_time(files, pattern):
-    """The earliest time a line matching `pattern` was written in any of `files`."""
+def first_time(files, pattern, since=None):
+    """The earliest time a line matching `pattern` was written in any of `files` (at or after `since`, if given)."""
     times = []
     for path in files:
-        for line in path.read_text(errors="replace").splitlines():
+        for line in Path(path).read_text(errors="replace").splitlines():
             written = line_time(line) if re.search(pattern, line) else None
-            if written is not None:
+            if written is not None and (since is None or written >= since):
                 times.append(written)
                 break
     return min(times) if times else None

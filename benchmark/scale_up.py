@@ -27,6 +27,7 @@ import httpx
 import yaml
 
 from benchmark import servers
+from benchmark.__main__ import llm_config
 from benchmark.cold_start import first_time, line_time
 from benchmark.load import default_prompts, stream_chat
 
@@ -41,8 +42,8 @@ def scaled_config():
     """serve_tiny_reasoner.yaml with the autoscaling of serve_qwq_32b.yaml."""
     config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
     qwq = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
-    autoscaling = qwq["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"]
-    config["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"] = autoscaling
+    autoscaling = llm_config(qwq)["deployment_config"]["autoscaling_config"]
+    llm_config(config)["deployment_config"]["autoscaling_config"] = autoscaling
     return config, autoscaling
 
 

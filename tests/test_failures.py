@@ -10,13 +10,13 @@ the next test that needs the tutorial's application alone removes it again."""
 import copy
 import glob
 import os
-import re
 import subprocess
 import sys
 import time
 
 import yaml
 
+from benchmark.cold_start import first_time
 from benchmark.servers import ROOT
 
 
@@ -42,16 +42,10 @@ def wait_for(name, timeout_s=600):
 def first_logged(pattern, logs, since):
     """When this test session's Ray cluster first logged a line that matches `pattern` in the files `logs` (a glob
     under its logs folder), at or after the time `since`."""
-    times = []
-    for path in glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", logs)):
-        for line in open(path, errors="replace"):
-            stamp = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
-            if stamp and re.search(pattern, line):
-                logged = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")) + int(stamp.group(2)) / 1000
-                if logged >= since - 1:  # the log's times have milliseconds, `since` more
-                    times.append(logged)
-    assert times, f"Ray logged no line like {pattern!r} in {logs}"
-    return min(times)
+    files = glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", logs))
+    logged = first_time(files, pattern, since=since - 1)  # a second's slack: Ray's log times are local, to the ms
+    assert logged is not None, f"Ray logged no line like {pattern!r} in {logs}"
+    return logged
 
 
 def deploy_beside_the_tutorial(shared_cluster, app):
