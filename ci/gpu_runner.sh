@@ -4,10 +4,10 @@
 #   bash ci/gpu_runner.sh                                 # installs ci/requirements-gpu-runner.txt into .venv-gpu
 #   GPU_PYTHON=python3 GPU_WHEELS=/tmp/w bash ci/gpu_runner.sh   # offline: that Python (with its CUDA torch), and
 #                                                         # the wheels of everything else, installed as they are
-# Needs the tutorial's ports free, as the tests do (README). The log goes to bench_results/gpu_runner.log.
+# Needs the tutorial's ports free, as the tests do (README). The log goes to ci/gpu_runner.log (committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-log=bench_results/gpu_runner.log && mkdir -p bench_results
+log=ci/gpu_runner.log  # committed: the last run on a lent GPU
 python="${GPU_PYTHON:-}"
 if [ -z "$python" ]; then
   python3 -m venv .venv-gpu && python=.venv-gpu/bin/python
@@ -15,7 +15,8 @@ fi
 if [ -n "${GPU_WHEELS:-}" ]; then
   # No network: the wheels, without a resolver, in a folder of their own ahead of the image's packages.
   site="$PWD/.gpu-site"
-  "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$GPU_WHEELS"/*.whl
+  [ -d "$site/ray" ] ||  # installed by an earlier run on this machine
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$GPU_WHEELS"/*.whl
   export PYTHONPATH="$site" PATH="$site/bin:$PATH"
 else
   "$python" -m pip install -q -r ci/requirements-gpu-runner.txt
@@ -26,5 +27,15 @@ versions='import ray, vllm, torch; print("ray", ray.__version__, "vllm", vllm.__
 "$python" -c "$versions" |
   tee -a "$log"
 start=$SECONDS
-"$python" -m pytest notebook.ipynb --tutorial-device one-gpu 2>&1 | tee -a "$log"
-echo "gpu_runner: notebook on one GPU in $((SECONDS - start))s" | tee -a "$log"
+# Stopped early (a `timeout` around this script, Ctrl-C), pytest gets one SIGTERM and stops the notebook's Ray
+# cluster: it runs in a session of its own, which such signals for this script's process group do not reach, and
+# `tee` ignores them, so that pytest's last lines still have somewhere to go.
+setsid "$python" -m pytest notebook.ipynb --tutorial-device one-gpu > >(trap '' TERM INT && exec tee -a "$log") 2>&1 &
+pytest_pid=$!
+trap 'kill -TERM "$pytest_pid" 2>/dev/null' TERM INT
+status=0 && wait "$pytest_pid" || status=$?
+if [ "$status" -gt 128 ] && kill -0 "$pytest_pid" 2>/dev/null; then
+  status=0 && wait "$pytest_pid" || status=$?  # the trap ran: wait for pytest's teardown
+fi
+echo "gpu_runner: notebook on one GPU in $((SECONDS - start))s, exit status $status" | tee -a "$log"
+exit "$status"
