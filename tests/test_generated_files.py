@@ -82,6 +82,17 @@ def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
     assert (ROOT / "benchmark" / "results" / "cpu.png").stat().st_size > 10_000
 
 
+def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
+    """The notebook quotes benchmark/results/one_gpu.json, which `bash benchmark/run_on_gpu.sh one-gpu` wrote."""
+    from benchmark.report import questions_table, summary_table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "one_gpu.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert results["machine"]["gpus"] == ["NVIDIA H200"] and results["machine"]["vllm"] == "0.26.0"
+    assert summary_table(results, results["concurrency"]) in readme
+    assert questions_table(results, list(results["servers"])) in readme
+
+
 def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/cold_start.json, which `python -m benchmark.cold_start` wrote."""
     from benchmark.cold_start import table
