@@ -52,18 +52,24 @@ async def load_until(base_url, done, timeout_s):
     prompts = default_prompts(CONCURRENCY * 4)
     counts = {"ok": 0, "failed": 0}
     deadline = time.time() + timeout_s
+    finished = asyncio.Event()
+
+    async def watch():  # `done()` reads Serve's logs: once a second, not after every request of every stream
+        while not done() and time.time() < deadline:
+            await asyncio.sleep(1)
+        finished.set()
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
 
         async def stream(worker):
             sent = 0
-            while not done() and time.time() < deadline:
+            while not finished.is_set():
                 prompt = prompts[(worker + sent * CONCURRENCY) % len(prompts)]
                 result = await stream_chat(client, base_url, "tiny-reasoner", prompt, MAX_TOKENS, {"ignore_eos": True})
                 counts["ok" if result["status"] == 200 and result["done"] else "failed"] += 1
                 sent += 1
 
-        await asyncio.gather(*(stream(worker) for worker in range(CONCURRENCY)))
+        await asyncio.gather(watch(), *(stream(worker) for worker in range(CONCURRENCY)))
     return counts
 
 
