@@ -174,6 +174,12 @@ def measure(start, name, args, tokenizer):
     }
 
 
+def kv_cache_capacity(log_path):
+    """vLLM's own lines on its KV cache: its size in tokens, and how many requests of max_model_len fit at once."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    return [line.split("] ", 1)[-1] for line in lines if "KV cache size" in line or "Maximum concurrency" in line]
+
+
 def rounded(value, digits=5):
     """Floats to 5 decimals (10 µs for seconds): the results stay small enough to read in a review."""
     if isinstance(value, float):
@@ -273,6 +279,8 @@ def main():
     for name, start in targets:
         try:
             result["servers"][name] = measure(start, name, args, tokenizer)
+            if name.startswith("bare vLLM"):  # Ray's engines log the same lines in Ray's session logs
+                result["servers"][name]["kv_cache"] = kv_cache_capacity(OUT / "bare_vllm.log")
         except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:  # the next server still runs
             detail = getattr(error, "stderr", None) or ""
             result["servers"][name] = {"error": f"{type(error).__name__}: {error} {detail}"[-2000:]}

@@ -4,6 +4,7 @@
 #
 #   bash benchmark/run_on_gpu.sh one-gpu [server ...]     # the small model on one GPU
 #   bash benchmark/run_on_gpu.sh production [server ...]  # QwQ-32B's shape (benchmark/production_shape.py), TP=2
+#   TENSOR_PARALLEL_SIZE=1 bash benchmark/run_on_gpu.sh production  # the same on one GPU (fits an H200, not an H100)
 #
 # Servers: "bare vLLM", "standard ingress, stream batching 50 ms (default)" (Ray's defaults) and "tutorial: direct
 # streaming" by default; naming some runs those alone and merges them into the results file.
@@ -19,9 +20,10 @@ case "$what" in
     "$python" -m benchmark --side-by-side --config serve_tiny_reasoner_gpu.yaml --servers "${servers[@]}" \
       --concurrency 1 16 --requests 16 32 --repeats 2 --merge --out benchmark/results/one_gpu.json ;;
   production)
-    "$python" -m benchmark.production_shape /tmp/qwq-32b-shape --tensor-parallel-size 2
+    tp="${TENSOR_PARALLEL_SIZE:-2}"
+    "$python" -m benchmark.production_shape /tmp/qwq-32b-shape --tensor-parallel-size "$tp"
     "$python" -m benchmark --side-by-side --config /tmp/qwq-32b-shape.yaml --servers "${servers[@]}" \
       --concurrency 1 16 64 --requests 2 16 64 --repeats 1 --max-tokens 2000 --ignore-eos --warmup-tokens 64 \
-      --merge --out benchmark/results/production_tp2.json ;;
+      --merge --out "benchmark/results/production_tp$tp.json" ;;
   *) echo "usage: $0 one-gpu|production [server ...]"; exit 2 ;;
 esac
