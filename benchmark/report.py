@@ -55,6 +55,46 @@ def summary_table(report, concurrencies):
     return "\n".join(lines)
 
 
+def long_output_table(report):
+    """For long outputs (every request reasons until max_tokens, no answer): per server and concurrency, the first
+    token, the time per output token (each request's mean; p50 and p99 over the requests), the gaps between streamed
+    chunks that a reader sees, and throughput; ratios to bare vLLM. Cold start on each server's first row."""
+    servers = measured(report)
+    bare = servers.get("bare vLLM")
+    lines = [
+        "| config | cold start | c | TTFT p50 | vs bare | per token p50 / p99 | vs bare | chunk gap p50 / p99 "
+        "| output tok/s | vs bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def ratio(m, base, key):
+        return f"{m[key] / base[key]:.2f}×" if base.get(key) and m[key] is not None else "–"
+
+    def numbers(server, c):  # medians over the repeats, as in medians(), and of the stream's gaps
+        runs = [r for r in server["runs"] if r["concurrency"] == c]
+        gaps = {
+            f"{metric}_{p}_s": statistics.median(r[f"{metric}_s"][p] for r in runs)
+            for metric in ("itl", "chunk_gap")
+            for p in ("p50", "p99")
+        }
+        return {**medians(server, c), **gaps}
+
+    for name, server in servers.items():
+        for i, c in enumerate(report["concurrency"]):
+            m = numbers(server, c)
+            base = numbers(bare, c) if bare else {}
+            first_row = i == 0
+            cold = f"{server['cold_start_s']:.0f} s" if first_row and server["cold_start_s"] is not None else ""
+            lines.append(
+                f"| {name if first_row else ''} | {cold} | {c} | {ms(m['ttft_p50_s'])} | "
+                f"{ratio(m, base, 'ttft_p50_s')} | "
+                f"{m['itl_p50_s'] * 1000:.1f} / {m['itl_p99_s'] * 1000:.1f} ms | {ratio(m, base, 'itl_p50_s')} | "
+                f"{m['chunk_gap_p50_s'] * 1000:.0f} / {m['chunk_gap_p99_s'] * 1000:.0f} ms | "
+                f"{m['output_tokens_per_s']:.0f} | {ratio(m, base, 'output_tokens_per_s')} |"
+            )
+    return "\n".join(lines)
+
+
 def cpu_table(report, concurrency):
     """Where the cores went at one concurrency: cores each group of processes kept busy (median over repeats)."""
     servers = measured(report)
@@ -113,7 +153,10 @@ def plot(report, path):
                 boxes.append(
                     {**{key: value * 1000 for key, value in stats.items()}, "label": f"{name}, c={concurrency}"}
                 )
-    left.bxp(boxes, orientation="horizontal", showfliers=False)
+    if boxes:
+        left.bxp(boxes, orientation="horizontal", showfliers=False)
+    else:  # long outputs with ignore_eos: every request reasoned until max_tokens
+        left.text(0.5, 0.5, "no answer tokens: every request reasoned until max_tokens", ha="center")
     left.tick_params(axis="y", labelsize=7)
     left.invert_yaxis()
     left.set_xlabel("time to first answer token (ms), all requests")
