@@ -23,7 +23,7 @@ case "$what" in
     tp="${TENSOR_PARALLEL_SIZE:-2}"
     "$python" -m benchmark.production_shape /tmp/qwq-32b-shape --tensor-parallel-size "$tp"
     "$python" -m benchmark --side-by-side --config /tmp/qwq-32b-shape.yaml --servers "${servers[@]}" \
-      --concurrency 1 16 64 --requests 2 16 64 --repeats 1 --max-tokens 2000 --ignore-eos --warmup-tokens 64 \
+      --concurrency 1 16 64 --requests 1 16 64 --repeats 1 --max-tokens 2000 --ignore-eos --warmup-tokens 64 \
       --merge --out "benchmark/results/production_tp$tp.json" ;;
   *) echo "usage: $0 one-gpu|production [server ...]"; exit 2 ;;
 esac

@@ -93,6 +93,33 @@ def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
     assert questions_table(results, list(results["servers"])) in readme
 
 
+def test_the_production_shape_table_in_the_notebook_is_the_measured_one():
+    """The notebook quotes benchmark/results/production_tp1.json, which `TENSOR_PARALLEL_SIZE=1 bash
+    benchmark/run_on_gpu.sh production` wrote: QwQ-32B's shape with the tutorial's engine arguments, three servers."""
+    from benchmark.report import long_output_table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "production_tp1.json").read_text())
+    engine = results["config"]["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    assert engine == {
+        "tensor_parallel_size": 1,
+        "max_model_len": 32768,
+        "reasoning_parser": "deepseek_r1",
+        "load_format": "dummy",
+    }
+    assert results["machine"]["gpus"] == ["NVIDIA H200"] and results["max_tokens"] == 2000 and results["ignore_eos"]
+    servers = results["servers"]
+    assert set(servers) == {
+        "bare vLLM",
+        "tutorial: direct streaming",
+        "standard ingress, stream batching 50 ms (default)",
+    }
+    assert all(r["ok"] == r["requests"] for server in servers.values() for r in server["runs"])
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert " ".join(long_output_table(results).split()) in readme
+    capacity = " and ".join(f'"{line}"' for line in servers["bare vLLM"]["kv_cache"])
+    assert "281,216 tokens" in capacity and f"from bare vLLM's engine (kept in the JSON): {capacity}." in readme
+
+
 def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/cold_start.json, which `python -m benchmark.cold_start` wrote."""
     from benchmark.cold_start import table
