@@ -74,9 +74,16 @@ def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(shared_c
         -3000:
     ]
     assert "VLLM_CPU_KVCACHE_SPACE" in wait.stderr, wait.stderr[-5000:]  # the cause, from the replica's log
-    failed = first_logged(r"Exception in Replica\(.*app='no-engine'", "serve/controller_*.log", since=deployed)
+    failure = r"Exception in Replica\(.*app='no-engine'"
+    failed = first_logged(failure, "serve/controller_*.log", since=deployed)
     print(f"Serve's controller logged the failed start {failed - deployed:.0f}s after the deploy")
-    assert ended - failed < 40, f"the wait ended {ended - failed:.0f}s after Serve's controller logged the failure"
+    # Fast: at the first failed start, not after Serve's retries (each a full cold start). A round of the wait is a
+    # request (5 s at most) and `serve status`, which is slow while Serve starts the retry on the same 2 cores.
+    logs = os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", "serve", "controller_*.log")
+    controller_logs = glob.glob(logs)
+    retry_failed = first_time(controller_logs, failure, since=failed + 1)
+    assert retry_failed is None or ended < retry_failed, "the wait went on after Serve's first retry failed too"
+    assert ended - failed < 60, f"the wait ended {ended - failed:.0f}s after Serve's controller logged the failure"
 
 
 def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(shared_cluster):
