@@ -34,6 +34,7 @@ from tiny_reasoner import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench_results"
+BARE_VLLM_LOG = OUT / "bare_vllm.log"  # bare vLLM's server and engine log, read for its KV-cache lines
 PER_REQUEST = ("status", "ttft", "ttfr", "ttfa", "itl", "e2e", "reasoning_tokens", "answer_tokens")
 
 
@@ -80,7 +81,7 @@ def server_registry(config):
     os.environ.update(engine_env(config))
 
     def bare(niceness=0):
-        return servers.bare_vllm(model_dir, model["model_id"], bare_args, OUT / "bare_vllm.log", niceness=niceness)
+        return servers.bare_vllm(model_dir, model["model_id"], bare_args, BARE_VLLM_LOG, niceness=niceness)
 
     def ray(config_file, env=None):
         return servers.serve_deployment(config_file, env, model=model["model_id"])
@@ -280,7 +281,7 @@ def main():
         try:
             result["servers"][name] = measure(start, name, args, tokenizer)
             if name.startswith("bare vLLM"):  # Ray's engines log the same lines in Ray's session logs
-                result["servers"][name]["kv_cache"] = kv_cache_capacity(OUT / "bare_vllm.log")
+                result["servers"][name]["kv_cache"] = kv_cache_capacity(BARE_VLLM_LOG)
         except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:  # the next server still runs
             detail = getattr(error, "stderr", None) or ""
             result["servers"][name] = {"error": f"{type(error).__name__}: {error} {detail}"[-2000:]}

@@ -39,11 +39,17 @@ def wait_for(name, timeout_s=600):
     return wait, time.time()
 
 
+def session_logs(logs):
+    """This test session's Ray log files that match `logs`, a glob under its logs folder."""
+    return glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", logs))
+
+
 def first_logged(pattern, logs, since):
     """When this test session's Ray cluster first logged a line that matches `pattern` in the files `logs` (a glob
     under its logs folder), at or after the time `since`."""
-    files = glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", logs))
-    logged = first_time(files, pattern, since=since - 1)  # a second's slack: Ray's log times are local, to the ms
+    logged = first_time(
+        session_logs(logs), pattern, since=since - 1
+    )  # a second's slack: Ray's log times are local, to the ms
     assert logged is not None, f"Ray logged no line like {pattern!r} in {logs}"
     return logged
 
@@ -79,9 +85,7 @@ def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(shared_c
     print(f"Serve's controller logged the failed start {failed - deployed:.0f}s after the deploy")
     # Fast: at the first failed start, not after Serve's retries (each a full cold start). A round of the wait is a
     # request (5 s at most) and `serve status`, which is slow while Serve starts the retry on the same 2 cores.
-    logs = os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", "serve", "controller_*.log")
-    controller_logs = glob.glob(logs)
-    retry_failed = first_time(controller_logs, failure, since=failed + 1)
+    retry_failed = first_time(session_logs("serve/controller_*.log"), failure, since=failed + 1)
     assert retry_failed is None or ended < retry_failed, "the wait went on after Serve's first retry failed too"
     assert ended - failed < 60, f"the wait ended {ended - failed:.0f}s after Serve's controller logged the failure"
 
