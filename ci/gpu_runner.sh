@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The notebook end to end on one GPU (TUTORIAL_DEVICE=one-gpu: the small model), run by nbmake: what CI cannot do.
 #
-#   bash ci/gpu_runner.sh                                 # installs ci/requirements-gpu-runner.txt into .venv-gpu
+#   bash ci/gpu_runner.sh                                 # installs requirements-gpu.txt (and nbmake, pytest) into .venv-gpu
 #   GPU_PYTHON=python3 GPU_WHEELS=/tmp/w bash ci/gpu_runner.sh   # offline: that Python (with its CUDA torch), and
 #                                                         # the wheels of everything else, installed as they are
 # Needs the tutorial's ports free, as the tests do (README). The log goes to ci/gpu_runner.log (committed).
@@ -19,13 +19,22 @@ if [ -n "${GPU_WHEELS:-}" ]; then
     "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$GPU_WHEELS"/*.whl
   export PYTHONPATH="$site" PATH="$site/bin:$PATH"
 else
-  "$python" -m pip install -q -r ci/requirements-gpu-runner.txt
+  "$python" -m pip install -q -r requirements-gpu.txt nbmake==1.5.5 pytest==9.2.0
 fi
 export PATH="$(dirname "$("$python" -c 'import sys; print(sys.executable)')"):$PATH"  # ray, serve, jupyter
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$log"
 versions='import ray, vllm, torch; print("ray", ray.__version__, "vllm", vllm.__version__, "torch", torch.__version__)'
 "$python" -c "$versions" |
   tee -a "$log"
+# The versions installed are the ones requirements-gpu.txt pins, also when the wheels came from GPU_WHEELS.
+"$python" - <<'PY' | tee -a "$log"
+import re
+from importlib.metadata import version
+pins = re.findall(r"^([\w-]+)(?:\[[\w,]+\])?==([\w.+-]+)", open("requirements-gpu.txt").read(), re.M)
+wrong = [f"{name} {version(name)} (pinned {pin})" for name, pin in pins if version(name) != pin]
+assert not wrong, f"not the versions of requirements-gpu.txt: {wrong}"
+print(f"requirements-gpu.txt: all {len(pins)} pins installed as pinned")
+PY
 start=$SECONDS
 # Stopped early (a `timeout` around this script, Ctrl-C), pytest gets one SIGTERM and stops the notebook's Ray
 # cluster: it runs in a session of its own, which such signals for this script's process group do not reach, and
