@@ -1,4 +1,7 @@
-# client.py
+"""Ask the deployment one question; print the model's reasoning, then its answer.
+
+Expects the tutorial's deployment at $BASE_URL (default http://localhost:8000/v1), serving $MODEL_ID."""
+
 import os
 
 from openai import OpenAI
@@ -17,5 +20,5 @@ message = response.choices[0].message
 # vLLM returns the reasoning as `reasoning`; servers older than vLLM 0.16 called it `reasoning_content`.
 reasoning = getattr(message, "reasoning", None) or getattr(message, "reasoning_content", None)
 
-print(f"Reasoning:\n{reasoning}\n")
-print(f"Answer:\n{message.content}")
+print(f"Reasoning:\n{(reasoning or '').strip()}\n")
+print(f"Answer:\n{(message.content or '').strip()}")

@@ -1,4 +1,7 @@
-# client_streaming.py
+"""Stream one answer: print the model's reasoning as it arrives, then its answer.
+
+Expects the tutorial's deployment at $BASE_URL (default http://localhost:8000/v1), serving $MODEL_ID."""
+
 import os
 
 from openai import OpenAI
@@ -21,19 +24,18 @@ stream = client.chat.completions.create(
     stream=True,
 )
 
-chunks = []  # ("reasoning" or "answer", text), in order of arrival
 print("Reasoning:")
+answering = False
 for chunk in stream:
     if not chunk.choices:
         continue
     delta = chunk.choices[0].delta
     reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content", None)
     if reasoning:
-        chunks.append(("reasoning", reasoning))
         print(reasoning, end="", flush=True)
     if delta.content:
-        if not any(kind == "answer" for kind, _ in chunks):
+        if not answering:
             print("\n\nAnswer:")
-        chunks.append(("answer", delta.content))
+            answering = True
         print(delta.content, end="", flush=True)
 print()

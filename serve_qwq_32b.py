@@ -1,5 +1,3 @@
-import os
-
 from ray.serve.llm import LLMConfig, build_openai_app
 
 llm_config = LLMConfig(
@@ -7,14 +5,12 @@ llm_config = LLMConfig(
         model_id="my-qwq-32B",  # the name clients ask for
         model_source="Qwen/QwQ-32B",  # a Hugging Face repository or a local folder
     ),
-    accelerator_type="A100-40G",
+    # accelerator_type="H100",  # to pin a GPU type: one that `ray status` lists; left out, any GPU will do
     deployment_config=dict(
         # A second replica when the replicas average more than 16 requests in flight. Set the target: Ray Serve
         # LLM's default is 10^9, and with it the second replica never comes.
         autoscaling_config=dict(min_replicas=1, max_replicas=2, target_ongoing_requests=16),
     ),
-    # Passes your Hugging Face token to the replicas, for gated models (QwQ-32B is not gated).
-    runtime_env=dict(env_vars={"HF_TOKEN": os.environ["HF_TOKEN"]}) if "HF_TOKEN" in os.environ else None,
     engine_kwargs=dict(
         tensor_parallel_size=8,  # shard the weights over the 8 GPUs of a node
         max_model_len=32768,  # room for long chains of thought

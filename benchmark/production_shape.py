@@ -68,7 +68,7 @@ def write_serve_config(folder, tensor_parallel_size):
     config = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
     llm_config = config["applications"][0]["args"]["llm_configs"][0]
     llm_config["model_loading_config"]["model_source"] = str(folder)
-    llm_config.pop("accelerator_type")
+    llm_config.pop("accelerator_type", None)
     llm_config["engine_kwargs"].update(tensor_parallel_size=tensor_parallel_size, load_format="dummy")
     path = folder.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of "How fast is it?", as made on a lent GPU machine, after ci/gpu_runner.sh installed the GPU
+# The GPU measurements of "How fast is it?", as made on a lent GPU machine, after ci/gpu_runner.sh filled .venv from the GPU
 # runner's versions (GPU_PYTHON: the Python it used). Each server is started, measured and stopped in turn.
 #
 #   bash benchmark/run_on_gpu.sh one-gpu [server ...]     # the small model on one GPU
@@ -10,7 +10,8 @@
 # streaming" by default; naming some runs those alone and merges them into the results file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python="${GPU_PYTHON:-.venv-gpu/bin/python}"
+python="${GPU_PYTHON:-.venv/bin/python}"
+export PATH="$(dirname "$python"):$PATH"  # its ray and serve
 what="$1" && shift
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=("bare vLLM" "standard ingress, stream batching 50 ms (default)" \

@@ -34,8 +34,6 @@ TUTORIAL_RAY_ENV = {
 }
 # Ray Serve LLM's standard path: an OpenAI ingress replica relays the stream, Serve's proxy in front.
 STANDARD_PATH = {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
-# `ray`, `serve` and `python` come from the environment that runs this, activated or not.
-os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
 
 
 def wait_for_answer(base_url, model, started, timeout=600, headers=None, alive=lambda: True):

@@ -6,7 +6,9 @@
 A code cell whose first line is `%%writefile <name>.py` holds that file (the lines after the magic); a code cell whose
 first line is `# <name>.py` is that file, byte for byte, and the notebook runs it in place. (Also .sh and .yaml.)
 README.md is the notebook converted by nbconvert (`jupyter nbconvert --to markdown`), under a header that says so,
+without the cells tagged `remove_cell` (the notebook's own checks and set-up; nbconvert's TagRemovePreprocessor),
 with its code blocks made pasteable outside Jupyter (no `%%bash` line; a written file named in its first line).
+quickstart.sh is README.md's shell blocks from "Deploy locally" to "Shut down" (ci/follow_readme.py).
 """
 
 import argparse
@@ -16,7 +18,9 @@ import sys
 from pathlib import Path
 
 import nbformat
+from follow_readme import quickstart_script
 from nbconvert import MarkdownExporter
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebook.ipynb"
@@ -38,8 +42,11 @@ def expected_files():
         if found:
             body = cell.source[found.end() :] if found.group(1) == "%%writefile " else cell.source
             files[found.group(2)] = body.rstrip("\n") + "\n"
-    readme, _ = MarkdownExporter().from_notebook_node(notebook)
+    config = Config()
+    config.TagRemovePreprocessor.remove_cell_tags = ("remove_cell",)
+    readme, _ = MarkdownExporter(config=config).from_notebook_node(notebook)
     files["README.md"] = README_HEADER + pasteable(readme).strip("\n") + "\n"
+    files["quickstart.sh"] = quickstart_script(files["README.md"])
     return files
 
 
@@ -50,9 +57,19 @@ def pasteable(markdown):
 
     def as_file(found):
         name = found.group(1)
-        return f"```{'yaml' if name.endswith('.yaml') else 'python'}\n# {name}\n"
+        # A shell script is `sh`: it is a file to read, and ```bash blocks are the commands a reader runs.
+        language = {".yaml": "yaml", ".sh": "sh"}.get(Path(name).suffix, "python")
+        return f"```{language}\n# {name}\n"
 
-    return re.sub(r"```python\n%%writefile ([\w.-]+)\n", as_file, markdown)
+    markdown = re.sub(r"```python\n%%writefile ([\w.-]+)\n", as_file, markdown)
+    # One blank line between blocks, as nbconvert leaves two before a code cell; code blocks are kept as they are.
+    lines, in_code = [], False
+    for line in markdown.split("\n"):
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or line or (lines and lines[-1]):
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def notebook_outputs():

@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
-# Create .venv with the pinned CPU environment (requirements-cpu.txt). Safe to run again: it only adds what is missing.
+# Create .venv with the pinned requirements of the tutorial's mode (TUTORIAL_DEVICE, as in tutorial_env.sh):
+# requirements-cpu.txt for cpu (the default), requirements-gpu.txt for one-gpu and gpu. Safe to run again: it only
+# adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+device="${TUTORIAL_DEVICE:-cpu}"
 
-python3 -m venv .venv
+[ -x .venv/bin/python ] || python3 -m venv .venv
 source .venv/bin/activate
-python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
 
+if [ "$device" != cpu ]; then
+  # Installed as pinned already (a second run, or a machine without network that was given the wheels): done.
+  if ! python - <<'PY'; then
+import re
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+pins = re.findall(r"^([\w-]+)(?:\[[\w,]+\])?==([\w.+-]+)", open("requirements-gpu.txt").read(), re.M)
+try:
+    missing = [f"{name}=={pin}" for name, pin in pins if version(name) != pin]
+except PackageNotFoundError as error:
+    missing = [str(error)]
+sys.exit(1 if missing else 0)
+PY
+    python -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
+  fi
+  python -c "import vllm, ray, torch; print(f'.venv ready: ray {ray.__version__}, vllm {vllm.__version__}, torch {torch.__version__}')"
+  exit 0
+fi
+
+python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
 # torch's CPU build is not on PyPI. Take it from pip's configured sources if they have it (a local wheel, as on our
 # CI machines), else from PyTorch's CPU index. Installing it first keeps that index out of the main install, where
 # pip would otherwise ask it for every other package too.

@@ -1,5 +1,7 @@
-"""The tests' setup, loaded as a pytest plugin (pyproject.toml) so that it covers the notebook too: the tutorial in
-CPU mode, Ray clusters of the tests' own, and nothing left running or touched outside what the tests started.
+"""The tests' setup, loaded as a pytest plugin (pyproject.toml) so that it covers the notebook too: Ray clusters of the
+tests' own, and nothing left running or touched outside what the tests started. The notebook gets nothing a reader's
+Jupyter lacks: no PATH, none of the tutorial's settings (it sources tutorial_env.sh itself, and its mode is
+TUTORIAL_DEVICE as the reader sets it, cpu by default); only where Ray keeps its files and token, below.
 
 - Ray keeps its files in a temp folder of this test session (RAY_TMPDIR), and every `ray` and `serve` command uses a
   cluster token made for this session (RAY_AUTH_TOKEN_PATH): the tests never read or write ~/.ray, and never
@@ -23,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmark.servers import SERVE_URL, TUTORIAL_RAY_ENV, RayCluster  # noqa: E402
+from benchmark.servers import SERVE_URL, RayCluster  # noqa: E402
 
 # The ports the tutorial's cluster listens on: Ray's GCS, dashboard, client server, dashboard agent and metrics
 # servers, Serve's HTTP endpoint and HAProxy's statistics and metrics pages.
@@ -42,14 +44,7 @@ PORTS = {
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="tutorial-tests-", dir="/tmp"))
 TOKEN_FILE = SESSION_DIR / "auth_token"
 
-os.environ.update(
-    {
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "RAY_TMPDIR": str(SESSION_DIR),
-        "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE),
-        **TUTORIAL_RAY_ENV,
-    }
-)
+os.environ.update({"RAY_TMPDIR": str(SESSION_DIR), "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)})
 
 
 def ports_in_use():
@@ -64,21 +59,11 @@ def ports_in_use():
     return held
 
 
-def pytest_addoption(parser):
-    parser.addoption(
-        "--tutorial-device",
-        default="cpu",
-        choices=["cpu", "one-gpu"],
-        help="the notebook's mode (TUTORIAL_DEVICE); ci/gpu_runner.sh runs it with one-gpu",
-    )
-
-
 def interrupted(*_):
     raise KeyboardInterrupt  # pytest then ends the session the usual way, stopping what the tests started
 
 
 def pytest_configure(config):
-    os.environ["TUTORIAL_DEVICE"] = config.getoption("--tutorial-device")
     # A `timeout` (ci/gpu_runner.sh, a CI runner) sends SIGTERM, which would end pytest without any teardown.
     signal.signal(signal.SIGTERM, interrupted)
 

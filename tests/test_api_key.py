@@ -10,7 +10,7 @@ import sys
 import httpx
 import yaml
 
-from benchmark.servers import ROOT
+from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 from local_cluster import ray_dir
 
 LOGS = f"{ray_dir()}/session_latest/logs"
@@ -33,7 +33,7 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     # wait_for_model.py, like the clients, sends $API_KEY when it is set.
     wait = subprocess.run(
         [sys.executable, "wait_for_model.py"],
-        env={**os.environ, **env},
+        env={**os.environ, **TUTORIAL_RAY_ENV, **env},
         cwd=ROOT,
         timeout=600,
         capture_output=True,

@@ -17,7 +17,7 @@ import time
 import yaml
 
 from benchmark.cold_start import first_time
-from benchmark.servers import ROOT
+from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 
 
 def broken_app(name, change):
@@ -32,7 +32,13 @@ def broken_app(name, change):
 
 def wait_for(name, timeout_s=600):
     """Run wait_for_model.py against the broken application; return its result and the time it ended."""
-    env = {**os.environ, "BASE_URL": f"http://127.0.0.1:8000/{name}/v1", "MODEL_ID": name, "READY_TIMEOUT_S": "500"}
+    env = {
+        **os.environ,
+        **TUTORIAL_RAY_ENV,
+        "BASE_URL": f"http://127.0.0.1:8000/{name}/v1",
+        "MODEL_ID": name,
+        "READY_TIMEOUT_S": "500",
+    }
     wait = subprocess.run(
         [sys.executable, "wait_for_model.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
     )

@@ -20,7 +20,8 @@ def test_an_edit_to_the_notebook_is_caught(tmp_path):
     for name in ["notebook.ipynb", *expected_files()]:
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     (tmp_path / "ci").mkdir()
-    (tmp_path / "ci" / "generate.py").write_bytes((ROOT / "ci" / "generate.py").read_bytes())
+    for script in ("generate.py", "follow_readme.py"):
+        (tmp_path / "ci" / script).write_bytes((ROOT / "ci" / script).read_bytes())
     notebook = json.loads((tmp_path / "notebook.ipynb").read_text())
     cell = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
     cell["source"] = "".join(cell["source"]).replace("reasoning", "thinking", 1)
@@ -47,27 +48,30 @@ def test_the_numbers_quoted_for_the_small_model_are_the_measured_ones():
         assert number in readme and number in card, number
 
 
-def test_tests_quickstart_and_benchmark_start_ray_the_way_the_notebook_does():
-    """The setup cell's environment for Ray (token, loopback, direct streaming) is what the tests, the benchmark
-    and quickstart_cpu.sh use."""
-    import re
-
+def test_the_tests_and_the_benchmark_start_ray_with_tutorial_env_sh():
+    """tutorial_env.sh's settings for Ray (token, loopback, direct streaming) are what the tests and the benchmark
+    use (TUTORIAL_RAY_ENV), and it picks each mode's application, config file and model."""
     from benchmark.servers import TUTORIAL_RAY_ENV
 
-    notebook = json.loads((ROOT / "notebook.ipynb").read_text())
-    setup_cell = next("".join(c["source"]) for c in notebook["cells"] if "MODE = {" in "".join(c["source"]))
-    printed = f"\nimport json; print(json.dumps({{k: os.environ[k] for k in {list(TUTORIAL_RAY_ENV)}}}))"
-    run = subprocess.run(
-        [sys.executable, "-c", setup_cell + printed],
-        env={"TUTORIAL_DEVICE": "cpu", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.strip().splitlines()[-1]) == TUTORIAL_RAY_ENV
-    quickstart = (ROOT / "quickstart_cpu.sh").read_text()
-    exported = dict(re.findall(r"^export (RAY_\w+)=(\S+)$", quickstart, re.MULTILINE))
-    assert exported == TUTORIAL_RAY_ENV
+    def sourced(device):
+        names = [*TUTORIAL_RAY_ENV, "TUTORIAL_DEVICE", "SERVE_APP", "SERVE_CONFIG", "MODEL_ID"]
+        printed = " && ".join(f'echo "{name}=${name}"' for name in names)
+        run = subprocess.run(
+            ["bash", "-c", f"source tutorial_env.sh && {printed}"],
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", **({"TUTORIAL_DEVICE": device} if device else {})},
+            capture_output=True,
+            text=True,
+        )
+        return run.returncode, dict(line.split("=", 1) for line in run.stdout.splitlines()), run.stderr
+
+    status, env, _ = sourced(None)
+    assert status == 0 and {name: env[name] for name in TUTORIAL_RAY_ENV} == TUTORIAL_RAY_ENV
+    assert env["TUTORIAL_DEVICE"] == "cpu" and env["SERVE_CONFIG"] == "serve_tiny_reasoner.yaml"
+    assert sourced("one-gpu")[1]["SERVE_CONFIG"] == "serve_tiny_reasoner_gpu.yaml"
+    assert sourced("gpu")[1]["SERVE_APP"] == "serve_qwq_32b:app" and sourced("gpu")[1]["MODEL_ID"] == "my-qwq-32B"
+    status, _, error = sourced("tpu")
+    assert status != 0 and "must be cpu, one-gpu or gpu" in error
 
 
 def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():

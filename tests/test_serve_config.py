@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmark.servers import ROOT
+from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 
 # Build each Python app and the app its config file describes, the way Serve does, and print both LLMConfigs.
 # Building an app asks Ray for its runtime context, so this runs in a process connected to the test's cluster.
@@ -39,7 +39,7 @@ print(json.dumps({"python": module.llm_config.model_dump(), "yaml": args.llm_con
 @functools.cache  # the printed JSON: each caller parses a fresh copy; building takes a process importing Ray and vLLM
 def built_configs_json(module, config_file):
     # Built in the notebook's environment (direct streaming), without what the Python apps would pass on.
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "VLLM_CPU_KVCACHE_SPACE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "VLLM_CPU_KVCACHE_SPACE")} | TUTORIAL_RAY_ENV
     run = subprocess.run(
         [sys.executable, "-c", COMPARE, module, config_file],
         cwd=ROOT,

@@ -1,0 +1,69 @@
+"""README.md as a reader meets it: the tutorial first, links that land, and shell blocks that stand on their own.
+CI follows the real README end to end (`python3 ci/follow_readme.py` in .ci/run); these tests check that the way it
+follows them can fail, and how the README reads."""
+
+import re
+import sys
+
+from benchmark.servers import ROOT
+
+sys.path.insert(0, str(ROOT / "ci"))
+import follow_readme  # noqa: E402
+
+README = (ROOT / "README.md").read_text()
+
+
+def follow(tmp_path, readme):
+    blocks = follow_readme.path_blocks(readme)
+    printed, status = follow_readme.run(blocks, cwd=tmp_path)
+    return follow_readme.check(blocks, printed, status)
+
+
+def test_a_block_that_uses_a_variable_only_the_notebook_sets_fails(tmp_path):
+    """The README's own `serve run` block, with the block that sets its variables left out, as when a variable comes
+    from a notebook cell: the run stops at that block, before `serve` runs."""
+    serve_run = next(command for command, _ in follow_readme.path_blocks(README) if "serve run" in command)
+    readme = f"## Deploy locally\n\n```bash\necho ready\n```\n\n```bash\n{serve_run}```\n\n## Shut down\n"
+    problems = follow(tmp_path, readme)
+    assert len(problems) == 1 and "README block 2 failed" in problems[0] and "serve run" in problems[0], problems
+
+
+def test_a_block_that_prints_other_than_the_readme_shows_fails(tmp_path):
+    readme = (
+        "## Deploy locally\n\n```bash\necho 'Answer: 2550'\n```\n\n```text\nAnswer: 2550\n```\n\n"
+        "```bash\necho 'Reasoning: none'\n```\n\nIt prints:\n\n```text\nReasoning:\n```\n\n## Shut down\n"
+    )
+    problems = follow(tmp_path, readme)
+    assert len(problems) == 1 and "README block 2 printed other than the README shows" in problems[0], problems
+
+
+def test_numbers_and_ids_may_differ_but_nothing_else():
+    assert follow_readme.shape(
+        '"id": "chatcmpl-9f2c4e1ab3d04a7e", "created": 1764771234, 12 tokens'
+    ) == follow_readme.shape('"id": "chatcmpl-0a1b2c3d4e5f6071", "created": 1764779999, 9 tokens')
+    assert follow_readme.shape("status: RUNNING") != follow_readme.shape("status: DEPLOY_FAILED")
+
+
+def test_every_main_step_shows_what_it_printed():
+    shown = [output for _, output in follow_readme.path_blocks(README) if output is not None]
+    assert len(shown) >= 8 and not [output for output in shown if "recorded by" in output]
+    text = "\n".join(shown)
+    for printed in ("Reasoning:", "Answer:", "status: RUNNING", '"reasoning":', "none left"):
+        assert printed in text, printed
+
+
+def test_the_tutorial_comes_first():
+    lines = README.splitlines()
+    first_serve_run = next(number for number, line in enumerate(lines, 1) if line.startswith("serve run "))
+    summary = lines.index("## Summary") + 1
+    assert first_serve_run <= 250, first_serve_run
+    assert summary <= 700, summary
+
+
+def test_every_link_within_the_readme_lands_on_a_heading():
+    def anchor(heading):  # GitHub's: lower case, punctuation dropped, spaces to hyphens
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    headings = {anchor(heading) for heading in re.findall(r"^#+ (.+)$", README, re.MULTILINE)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", README))
+    assert links and not links - headings, links - headings
