@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 
@@ -101,3 +102,42 @@ def test_a_misspelled_service_field_is_rejected(tmp_path):
     bad.write_text((ROOT / "service.yaml").read_text().replace("query_auth_token_enabled", "query_auth_enabled"))
     with pytest.raises(TypeError, match="query_auth_enabled"):
         ServiceConfig.from_yaml(str(bad))
+
+
+def ray_service_serve_config(manifest_text):
+    """The Serve config that ray-service.qwq-32b.yaml gives KubeRay (its serveConfigV2, a YAML string)."""
+    return yaml.safe_load(yaml.safe_load(manifest_text)["spec"]["serveConfigV2"])
+
+
+def validate_with_ray(serve_config):
+    """Ray's own checks of a Serve config: Serve's schema, and Ray Serve LLM's arguments of build_openai_app."""
+    from ray.llm._internal.serve.core.ingress.builder import LLMServingArgs
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(serve_config)
+    for app in serve_config["applications"]:
+        LLMServingArgs.model_validate(app["args"])
+
+
+def test_the_ray_service_deploys_serve_qwq_32b_yaml():
+    """KubeRay's RayService runs the tutorial's Serve config file: the same applications, and no http_options (in a
+    pod Serve listens on every interface, behind the operator's Service)."""
+    serve_config = ray_service_serve_config((ROOT / "ray-service.qwq-32b.yaml").read_text())
+    config_file = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
+    assert serve_config == {"applications": config_file["applications"]}
+    validate_with_ray(serve_config)
+    manifest = yaml.safe_load((ROOT / "ray-service.qwq-32b.yaml").read_text())["spec"]["rayClusterConfig"]
+    workers = manifest["workerGroupSpecs"][0]
+    gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    engine = config_file["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    assert int(gpus) == engine["tensor_parallel_size"], "one replica per GPU pod"
+    autoscaling = config_file["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"]
+    assert workers["maxReplicas"] == autoscaling["max_replicas"]
+    assert manifest["authOptions"] == {"mode": "token"}
+
+
+@pytest.mark.parametrize("right, wrong", [("engine_kwargs", "engine_kwarg"), ("import_path", "import_pth")])
+def test_a_misspelled_key_in_the_ray_service_is_rejected(right, wrong):
+    text = (ROOT / "ray-service.qwq-32b.yaml").read_text().replace(right, wrong, 1)
+    with pytest.raises(Exception, match=wrong if wrong == "engine_kwarg" else "import_path"):
+        validate_with_ray(ray_service_serve_config(text))
