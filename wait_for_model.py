@@ -70,20 +70,8 @@ def log_errors(limit=15):
     return text.replace(token, "<HF_TOKEN>") if token else text  # a failed start may print its config
 
 
-# A one-token answer takes under a second once the model is up; a request that waits longer goes unanswered, and
-# the loop checks on the deployment instead.
-client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=5)
-start = time.time()
-while True:
-    asked = time.time()
-    try:
-        client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
-        print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
-        break
-    except Exception as error:
-        waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
-    status_text, applications = serve_status()
-    statuses = {name: app["status"] for name, app in applications.items()}
+def unschedulable(applications):
+    """Why a deploying replica can never be placed, if Ray's autoscaler refused what it asks for; else None."""
     deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
     for app, deployed_at in deploying.items():
         refused = autoscaler_refused(since=deployed_at)  # a file read: the `ray` commands below only if needed
@@ -100,16 +88,41 @@ while True:
                 for name, total in sorted(has.items())  # CPU, GPU, accelerator_type:…, memory, …
                 if not name.startswith("node:")
             )
-            raise RuntimeError(
+            return (
                 f"{MODEL_ID} cannot be scheduled: a replica of application {app!r} {needs}. No node of this cluster "
-                f"can hold it, says Ray's autoscaler. The cluster has: {offered}.\n{status_text}"
+                f"can hold it, says Ray's autoscaler. The cluster has: {offered}."
             )
-    failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
-    # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
-    # replica, each a full cold start), but the cause is known now.
-    retrying = "A replica failed to start" in status_text
-    if failed or retrying or time.time() - start > TIMEOUT_S:
-        again = "Serve is retrying; run this again to wait for it.\n" if retrying and not failed else ""
-        raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}")
-    print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
-    time.sleep(max(0.0, asked + 10 - time.time()))  # a round every 10 s at most: `serve status` takes seconds of CPU
+    return None
+
+
+def main():
+    # A one-token answer takes under a second once the model is up; a request that waits longer goes unanswered,
+    # and the loop checks on the deployment instead.
+    client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=5)
+    start = time.time()
+    while True:
+        asked = time.time()
+        try:
+            client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
+            print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
+            return
+        except Exception as error:
+            waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
+        status_text, applications = serve_status()
+        statuses = {name: app["status"] for name, app in applications.items()}
+        cause = unschedulable(applications)
+        if cause:
+            raise RuntimeError(f"{cause}\n{status_text}")
+        failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
+        # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
+        # replica, each a full cold start), but the cause is known now.
+        retrying = "A replica failed to start" in status_text
+        if failed or retrying or time.time() - start > TIMEOUT_S:
+            again = "Serve is retrying; run this again to wait for it.\n" if retrying and not failed else ""
+            raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}")
+        print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
+        time.sleep(max(0.0, asked + 10 - time.time()))  # a round every 10 s at most: `serve status` takes CPU
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,13 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
+    TOKEN_FILE.write_text(secrets.token_hex(32))
+    TOKEN_FILE.chmod(0o600)
+
+
+def pytest_collection_finish(session):
+    if all(item.get_closest_marker("fast") for item in session.items):
+        return  # the fast tests start no Ray
     held = ports_in_use()
     if held:
         pytest.exit(
@@ -77,8 +84,6 @@ def pytest_sessionstart(session):
             + "\nStop what holds them (the tests never stop or use a cluster they did not start).",
             returncode=3,
         )
-    TOKEN_FILE.write_text(secrets.token_hex(32))
-    TOKEN_FILE.chmod(0o600)
 
 
 class SharedCluster:
@@ -140,11 +145,13 @@ def no_cluster():
 
 
 def pytest_collection_modifyitems(items):
-    """Within the files' order: first what starts Ray the reader's way (the notebook, `no_cluster` tests), then what
-    needs no Ray, then what shares the tests' cluster, which then starts once. (`pytest -p randomly` shuffles after
-    this: every test also runs in any order, starting the shared cluster again where needed.)"""
+    """Within the files' order: first the fast tests, then what starts Ray the reader's way (the notebook, `no_cluster`
+    tests), then what needs no Ray, then what shares the tests' cluster, which then starts once. (`pytest -p randomly`
+    shuffles after this: every test also runs in any order, starting the shared cluster again where needed.)"""
 
     def group(item):
+        if item.get_closest_marker("fast"):
+            return -1
         fixtures = getattr(item, "fixturenames", ())
         if item.path.suffix == ".ipynb" or "no_cluster" in fixtures:
             return 0
