@@ -1,7 +1,7 @@
 """api_key_ingress.py, deployed the way the notebook says: only the right bearer token gets through. The same
-deployment also carries an HF_TOKEN the way serve_qwq_32b.py passes it (runtime_env), to check where it shows up."""
+deployment also carries an HF_TOKEN in its runtime_env (the way the README warns against), to check where it shows
+up."""
 
-import json
 import os
 import secrets
 import subprocess
@@ -43,9 +43,10 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     status = shared_cluster.cluster.serve_status()
     # What the notebook shows (wait_for_model.py's progress, `serve status`) never holds the Hugging Face token.
     assert hf_token not in wait.stdout + wait.stderr + status
-    ray_logs = subprocess.run(["grep", "-rl", hf_token, LOGS], capture_output=True, text=True).stdout.split()
-    (ROOT / "bench_results").mkdir(exist_ok=True)
-    (ROOT / "bench_results" / "secrets.json").write_text(json.dumps({"hf_token_in_ray_logs": ray_logs}, indent=2))
+    # What the README says of runtime_env: Ray writes the token in clear into its own logs (if Ray stops doing so,
+    # this fails, and the README's warning can go).
+    found = subprocess.run(["grep", "-rl", hf_token, LOGS], capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.split(), f"the token is in none of Ray's logs: {found.stderr}"
 
     chat = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
     results = {}
@@ -79,4 +80,4 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     assert not wrong, wrong
     # The key is in no file the deployment wrote.
     logs = subprocess.run(["grep", "-rl", key, LOGS], capture_output=True, text=True)
-    assert logs.stdout == "", logs.stdout
+    assert logs.returncode == 1, logs.stdout + logs.stderr  # 1: searched, nothing found (2 would be an error)
