@@ -55,6 +55,7 @@ serve shutdown -y
 serve deploy "$SERVE_CONFIG"
 
 python wait_for_model.py
+
 python client.py
 
 serve shutdown -y
