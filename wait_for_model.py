@@ -57,6 +57,18 @@ def autoscaler_refused(since):
     return requests
 
 
+def replica_start_failed(app, since):
+    """Whether Serve's controller logged, after `since` (a time), that a replica of `app` failed to start. `serve
+    status` says so too, but only until a retry that is slow to start replaces the message."""
+    for path in glob.glob(f"{LOGS}/serve/controller_*.log"):
+        for line in open(path, errors="replace"):
+            found = re.match(r"\w+ ([\d-]+ [\d:]+),\d+ .*Exception in Replica\(.*app='([^']*)'", line)
+            if found and found.group(2) == app:
+                if time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) >= since - 1:
+                    return True
+    return False
+
+
 def log_errors(limit=15):
     """The error lines of this Ray session's Serve and worker logs, each once: where a failed start says why."""
     logs = glob.glob(f"{LOGS}/serve/*.log") + glob.glob(f"{LOGS}/*.err")
@@ -116,9 +128,13 @@ def main():
         failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
         # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
         # replica, each a full cold start), but the cause is known now.
-        retrying = "A replica failed to start" in status_text
+        deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
+        retrying = "A replica failed to start" in status_text or any(
+            replica_start_failed(app, since) for app, since in deploying.items()
+        )
         if failed or retrying or time.time() - start > TIMEOUT_S:
-            again = "Serve is retrying; run this again to wait for it.\n" if retrying and not failed else ""
+            retry_note = "A replica failed to start; Serve is retrying. Run this again to wait for it.\n"
+            again = retry_note if retrying and not failed else ""
             raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}")
         print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
         time.sleep(max(0.0, asked + 10 - time.time()))  # a round every 10 s at most: `serve status` takes CPU

@@ -57,3 +57,21 @@ def test_the_autoscalers_refusal_is_read_from_its_log_with_a_tab_after_the_time(
     deployed = time.mktime(time.strptime("2026-12-03 12:00:00", "%Y-%m-%d %H:%M:%S"))
     assert wait_for_model.autoscaler_refused(since=deployed) == [{"CPU": 1.0, "accelerator_type:A100-40G": 0.001}]
     assert wait_for_model.autoscaler_refused(since=deployed + 60) == []  # an earlier deployment's refusal
+
+
+def test_a_failed_replica_start_is_read_from_the_controllers_log(tmp_path, monkeypatch):
+    """Serve's status says "A replica failed to start" only until a slow retry replaces the message; the controller's
+    log keeps it (a fresh-clone CI run missed the status message)."""
+    import wait_for_model
+
+    monkeypatch.setattr(wait_for_model, "LOGS", str(tmp_path))
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "controller_22985.log").write_text(
+        "INFO 2026-12-03 13:15:00,001 controller 22985 -- Deploying new version of Deployment(name='LLMServer').\n"
+        "ERROR 2026-12-03 13:18:10,904 controller 22985 -- Exception in Replica(id='3ng7mj7m', "
+        "deployment='LLMServer:no-engine', app='no-engine'), the replica will be stopped.\n"
+    )
+    deployed = time.mktime(time.strptime("2026-12-03 13:15:00", "%Y-%m-%d %H:%M:%S"))
+    assert wait_for_model.replica_start_failed("no-engine", since=deployed)
+    assert not wait_for_model.replica_start_failed("default", since=deployed)  # another application
+    assert not wait_for_model.replica_start_failed("no-engine", since=deployed + 600)  # an earlier deployment's
