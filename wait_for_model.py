@@ -46,13 +46,18 @@ def infeasible_bundles(app):
     ]
 
 
+def logged_since(stamp, since):
+    """Whether a log line's time ("2026-12-03 12:00:05") is at or after `since`: log times are whole seconds."""
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) >= since - 1
+
+
 def autoscaler_refused(since):
     """The resource requests that Ray's autoscaler logged, after `since` (a time), that it cannot add a node for:
     on a cluster that adds nodes, only that makes an infeasible replica a lasting one."""
     requests = []
     for line in open(f"{LOGS}/monitor.log", errors="replace") if os.path.exists(f"{LOGS}/monitor.log") else []:
         found = re.match(r"([\d-]+ [\d:]+),\d+\s.*No available node types can fulfill resource request (\{.*?\})", line)
-        if found and time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) >= since - 1:
+        if found and logged_since(found.group(1), since):
             requests.append(ast.literal_eval(found.group(2)))
     return requests
 
@@ -63,9 +68,8 @@ def replica_start_failed(app, since):
     for path in glob.glob(f"{LOGS}/serve/controller_*.log"):
         for line in open(path, errors="replace"):
             found = re.match(r"\w+ ([\d-]+ [\d:]+),\d+ .*Exception in Replica\(.*app='([^']*)'", line)
-            if found and found.group(2) == app:
-                if time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) >= since - 1:
-                    return True
+            if found and found.group(2) == app and logged_since(found.group(1), since):
+                return True
     return False
 
 
@@ -82,9 +86,9 @@ def log_errors(limit=15):
     return text.replace(token, "<HF_TOKEN>") if token else text  # a failed start may print its config
 
 
-def unschedulable(applications):
-    """Why a deploying replica can never be placed, if Ray's autoscaler refused what it asks for; else None."""
-    deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
+def unschedulable(deploying):
+    """Why a replica of a deploying application ({name: deployed at}) can never be placed, if Ray's autoscaler
+    refused what it asks for; else None."""
     for app, deployed_at in deploying.items():
         refused = autoscaler_refused(since=deployed_at)  # a file read: the `ray` commands below only if needed
         if not refused:
@@ -122,13 +126,13 @@ def main():
             waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
         status_text, applications = serve_status()
         statuses = {name: app["status"] for name, app in applications.items()}
-        cause = unschedulable(applications)
+        deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
+        cause = unschedulable(deploying)
         if cause:
             raise RuntimeError(f"{cause}\n{status_text}")
         failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
         # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
         # replica, each a full cold start), but the cause is known now.
-        deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
         retrying = "A replica failed to start" in status_text or any(
             replica_start_failed(app, since) for app, since in deploying.items()
         )

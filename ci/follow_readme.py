@@ -60,9 +60,12 @@ cd "$(dirname "$0")"
 {commands}"""
 
 
+COLOUR_CODES = re.compile(r"\x1b\[[0-9;]*m")  # the README shows plain text
+
+
 def shape(text):
     """Lines without their numbers and hex ids, and without colour codes or trailing blanks."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = COLOUR_CODES.sub("", text)
     text = re.sub(r"[0-9a-f]{8,}(-[0-9a-f]{4,})*", "<id>", text)
     text = re.sub(r"\d+(\.\d+)?", "<n>", text)
     return [line.rstrip() for line in text.strip("\n").splitlines()]
@@ -120,7 +123,7 @@ def record(printed_outputs):
     cells = [cell for cell in notebook["cells"] if "output" in cell["metadata"].get("tags", [])]
     assert len(cells) == len(printed_outputs), f"{len(cells)} output cells, {len(printed_outputs)} outputs"
     for cell, text in zip(cells, printed_outputs):
-        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # colour codes: the README shows plain text
+        text = COLOUR_CODES.sub("", text)
         cell["source"] = ("```text\n" + text.rstrip("\n") + "\n```").splitlines(True)
     notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
