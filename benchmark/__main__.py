@@ -29,6 +29,7 @@ import httpx
 import yaml
 
 from benchmark import report, servers, stats
+from benchmark.config import engine_cli_args, engine_env, llm_config
 from benchmark.load import default_prompts, run_load, stream_chat
 from tiny_reasoner import tasks
 
@@ -36,26 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench_results"
 BARE_VLLM_LOG = OUT / "bare_vllm.log"  # bare vLLM's server and engine log, read for its KV-cache lines
 PER_REQUEST = ("status", "ttft", "ttfr", "ttfa", "itl", "e2e", "reasoning_tokens", "answer_tokens")
-
-
-def llm_config(config):
-    return config["applications"][0]["args"]["llm_configs"][0]
-
-
-def engine_cli_args(config):
-    """The Serve config's engine_kwargs as `vllm serve` flags, for bare vLLM with the same engine."""
-    args = []
-    for key, value in llm_config(config)["engine_kwargs"].items():
-        if key == "reasoning_parser":
-            continue  # bare_vllm always sets it
-        flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
-    return args
-
-
-def engine_env(config):
-    """The Serve config's runtime_env variables (e.g. the CPU engine's KV cache size), for bare vLLM's engine."""
-    return {k: str(v) for k, v in llm_config(config).get("runtime_env", {}).get("env_vars", {}).items()}
 
 
 def variant(config, name, standard_ingress=False, **fields):
@@ -67,7 +48,7 @@ def variant(config, name, standard_ingress=False, **fields):
     args = config["applications"][0]["args"]
     if standard_ingress:
         args["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
-    args["llm_configs"][0].update(fields)
+    llm_config(config).update(fields)
     path = OUT / f"serve_{name.replace(' ', '_').replace(',', '')}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

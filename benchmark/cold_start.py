@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from benchmark import servers
+from benchmark.config import engine_cli_args, engine_env, llm_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,8 +91,6 @@ def compile_caches(folder):
 def bare_start(config, cache_root, engine_args=(), env=None):
     """Bare vLLM's OpenAI server with the config's model, engine arguments and variables (and `env`); its
     milestones."""
-    from benchmark.__main__ import engine_cli_args, engine_env, llm_config
-
     model = llm_config(config)["model_loading_config"]
     log = Path(tempfile.mkdtemp(prefix="cold-start-")) / "vllm.log"
     server_env = {**engine_env(config), **compile_caches(cache_root), **(env or {})}

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.config import llm_config
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tiny_reasoner"
 
@@ -66,10 +68,10 @@ def write_model(folder):
 def write_serve_config(folder, tensor_parallel_size):
     """serve_qwq_32b.yaml, for the folder: the same application and engine arguments, dummy weights."""
     config = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
-    llm_config = config["applications"][0]["args"]["llm_configs"][0]
-    llm_config["model_loading_config"]["model_source"] = str(folder)
-    llm_config.pop("accelerator_type", None)
-    llm_config["engine_kwargs"].update(tensor_parallel_size=tensor_parallel_size, load_format="dummy")
+    llm = llm_config(config)
+    llm["model_loading_config"]["model_source"] = str(folder)
+    llm.pop("accelerator_type", None)
+    llm["engine_kwargs"].update(tensor_parallel_size=tensor_parallel_size, load_format="dummy")
     path = folder.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -27,8 +27,8 @@ import httpx
 import yaml
 
 from benchmark import servers
-from benchmark.__main__ import llm_config
 from benchmark.cold_start import first_time, line_time
+from benchmark.config import llm_config
 from benchmark.load import default_prompts, stream_chat
 
 ROOT = Path(__file__).resolve().parent.parent

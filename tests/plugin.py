@@ -59,6 +59,18 @@ def ports_in_use():
     return held
 
 
+def files_containing(secret, *folders):
+    """Every file under `folders` (not .venv or .git) that holds `secret`: the one check for a token or key left
+    behind. Fails if grep cannot search (exit status 2), rather than finding nothing."""
+    found = subprocess.run(
+        ["grep", "-rlF", "--exclude-dir=.venv", "--exclude-dir=.git", secret, *map(str, folders)],
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode in (0, 1), found.stderr  # 0: found, 1: searched and found nothing
+    return found.stdout.split()
+
+
 def interrupted(*_):
     raise KeyboardInterrupt  # pytest then ends the session the usual way, stopping what the tests started
 
@@ -179,21 +191,7 @@ def pytest_sessionfinish(session):
         return
     # The session's cluster token is in no file but its own: not in Ray's logs of any cluster the tests started,
     # not in this repository.
-    shown = subprocess.run(
-        [
-            "grep",
-            "-rlF",
-            "--exclude-dir=.venv",
-            "--exclude-dir=.git",
-            "--exclude-dir=.gpu-site",
-            TOKEN_FILE.read_text(),
-            str(SESSION_DIR),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    shown = [path for path in shown if path != str(TOKEN_FILE)]
+    shown = [path for path in files_containing(TOKEN_FILE.read_text(), SESSION_DIR, ROOT) if path != str(TOKEN_FILE)]
     if shown:
         print(f"\nThe tests' cluster token shows in: {shown}")
         session.exitstatus = 1

@@ -13,6 +13,7 @@ import pytest
 
 from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 from ci import listeners
+from tests.plugin import files_containing
 
 
 def test_a_fresh_machine_gets_a_private_token_that_is_never_shown_and_a_stop_that_touches_nothing_else(
@@ -68,21 +69,7 @@ def test_a_fresh_machine_gets_a_private_token_that_is_never_shown_and_a_stop_tha
             decoy.kill()
     # The token is in no output, in no file of Ray's logs or of this repository, and nowhere in HOME but its file.
     assert not [text for text in outputs if token in text]
-    found = subprocess.run(
-        [
-            "grep",
-            "-rl",
-            "--exclude-dir=.venv",
-            "--exclude-dir=.git",
-            "--exclude-dir=.gpu-site",
-            token,
-            str(ray_tmp),
-            str(home),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    found = files_containing(token, ray_tmp, home, ROOT)
     assert found == [str(token_file)], found
 
 

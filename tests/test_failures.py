@@ -17,6 +17,7 @@ import time
 import yaml
 
 from benchmark.cold_start import first_time
+from benchmark.config import app_llm_config
 from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 
 
@@ -24,9 +25,9 @@ def broken_app(name, change):
     """The tutorial's application under another name, route and model id, changed by `change(llm_config)`."""
     app = copy.deepcopy(yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())["applications"][0])
     app["name"], app["route_prefix"] = name, f"/{name}"
-    llm_config = app["args"]["llm_configs"][0]
-    llm_config["model_loading_config"]["model_id"] = name
-    change(llm_config)
+    llm = app_llm_config(app)
+    llm["model_loading_config"]["model_id"] = name
+    change(llm)
     return app
 
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from benchmark.cold_start import MILESTONES, line_time, phases
+from benchmark.config import engine_cli_args, llm_config
 from benchmark.servers import ROOT
 from benchmark.stats import percentiles
 
@@ -21,11 +22,9 @@ def test_percentiles_take_the_value_at_each_rank_and_skip_missing_ones():
 
 
 def test_bare_vllm_gets_the_config_files_engine_arguments_as_flags():
-    from benchmark.__main__ import engine_cli_args
-
     config = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
     assert engine_cli_args(config) == ["--tensor-parallel-size", "8", "--max-model-len", "32768"]  # parser: its own
-    config["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]["enforce_eager"] = True
+    llm_config(config)["engine_kwargs"]["enforce_eager"] = True
     assert engine_cli_args(config)[-1] == "--enforce-eager"
 
 

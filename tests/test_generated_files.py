@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from benchmark.config import llm_config
 from benchmark.servers import ROOT
 
 sys.path.insert(0, str(ROOT / "ci"))
@@ -103,7 +104,7 @@ def test_the_production_shape_table_in_the_notebook_is_the_measured_one():
     from benchmark.report import long_output_table
 
     results = json.loads((ROOT / "benchmark" / "results" / "production_tp1.json").read_text())
-    engine = results["config"]["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    engine = llm_config(results["config"])["engine_kwargs"]
     assert engine == {
         "tensor_parallel_size": 1,
         "max_model_len": 32768,

@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from benchmark.config import llm_config
 from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 
 # Build each Python app and the app its config file describes, the way Serve does, and print both LLMConfigs.
@@ -129,9 +130,9 @@ def test_the_ray_service_deploys_serve_qwq_32b_yaml():
     manifest = yaml.safe_load((ROOT / "ray-service.qwq-32b.yaml").read_text())["spec"]["rayClusterConfig"]
     workers = manifest["workerGroupSpecs"][0]
     gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
-    engine = config_file["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    engine = llm_config(config_file)["engine_kwargs"]
     assert int(gpus) == engine["tensor_parallel_size"], "one replica per GPU pod"
-    autoscaling = config_file["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"]
+    autoscaling = llm_config(config_file)["deployment_config"]["autoscaling_config"]
     assert workers["maxReplicas"] == autoscaling["max_replicas"]
     assert manifest["authOptions"] == {"mode": "token"}
 
