@@ -21,10 +21,11 @@ def default_prompts(count, seed=7):
     return [letters[i // 2] if i % 2 == 0 else sums[(i * 37) % len(sums)] for i in range(count)]
 
 
-async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=None):
+async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=None, headers=None):
     """Stream one chat completion; return when each part arrived, the texts, and how the stream ended.
 
     extra_body: more request fields, e.g. {"ignore_eos": True} for outputs of exactly max_tokens tokens.
+    headers: more request headers, e.g. {"x-request-id": ...}, which Serve's logs then show.
     """
     started = time.perf_counter()
     first = first_reasoning = first_answer = finish_reason = completion_tokens = None
@@ -38,7 +39,7 @@ async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=No
         **({"max_tokens": max_tokens} if max_tokens else {}),
         **(extra_body or {}),
     }
-    async with client.stream("POST", f"{base_url}/chat/completions", json=body) as reply:
+    async with client.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as reply:
         async for line in reply.aiter_lines():
             if line == "data: [DONE]":
                 done = True

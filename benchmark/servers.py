@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,11 +71,11 @@ class RayCluster:
             command, env=self.env, cwd=ROOT, capture_output=True, text=True, check=check, timeout=timeout
         )
 
-    def start(self, *ray_start_args):
+    def start(self, *ray_start_args, proxy_location="EveryNode"):
         self.running = True  # from here on, stop() has something to stop, even if the start fails half-way
         self.run(sys.executable, "local_cluster.py", "start", *ray_start_args)
         # Serve's HTTP endpoint on loopback; with HAProxy its default would be every interface.
-        self.run("serve", "start", "--http-host", "127.0.0.1")
+        self.run("serve", "start", "--http-host", "127.0.0.1", "--proxy-location", proxy_location)
 
     def stop(self):
         if self.running:
@@ -105,6 +106,68 @@ class RayCluster:
             return wait_for_answer(base_url, model, started, timeout, headers=headers, alive=not_failed)
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"{error}\n{self.serve_status()}") from None
+
+
+# A worker node joins as `ray start --address` would, but with every address on loopback: the CLI refuses to add a
+# node while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on 127.0.0.1, so this starts the node the way Ray's own
+# test clusters do (ray.cluster_utils). The node's processes outlive this launcher, in its process session.
+START_WORKER_NODE = """
+import sys
+import ray._private.node
+from ray._private.parameter import RayParams
+
+gcs_address, temp_dir, num_cpus = sys.argv[1], sys.argv[2], int(sys.argv[3])
+params = RayParams(gcs_address=gcs_address, node_ip_address="127.0.0.1", num_cpus=num_cpus, temp_dir=temp_dir,
+                   node_manager_port=0, min_worker_port=0, max_worker_port=0)
+params.dashboard_agent_listen_port = None  # a free port, not the head's
+node = ray._private.node.Node(params, head=False, shutdown_at_exit=False, spawn_reaper=False)
+print(node.node_id)
+"""
+
+
+class WorkerNode:
+    """One more Ray node on this machine, joined to `cluster`, with Ray's files in a temp folder of its own; its
+    processes (raylet, agents, replicas, engines) share one process session, so `die()` ends them all at once, as a
+    machine that fails would, and nothing else. Start it while the machine is not busy: its raylet gives up when its
+    agents take over 15 s to start, as they do next to an engine serving a load on 2 cores."""
+
+    def __init__(self, cluster, num_cpus):
+        self.temp_dir = tempfile.mkdtemp(prefix="wn-", dir="/tmp")  # short: socket paths must fit in 107 bytes
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", START_WORKER_NODE, "127.0.0.1:6379", self.temp_dir, str(num_cpus)],
+            env={**cluster.env, "RAY_TMPDIR": self.temp_dir},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.session = launcher.pid  # it led the session that its node's processes inherit
+        try:
+            out, err = launcher.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            out, err = "", "no node after 120 s"
+        if launcher.poll() != 0:
+            self.die()
+            raise RuntimeError(f"the worker node did not start:\n{err[-2000:]}")
+        self.node_id = out.split()[-1]
+
+    def processes(self):
+        from local_cluster import session_processes
+
+        return session_processes(self.session)
+
+    def die(self):
+        """SIGKILL every process of the node: no graceful shutdown, no goodbye to the head."""
+        for process in self.processes():
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(self.processes(), timeout=10)
+
+    def logs(self):
+        return Path(self.temp_dir) / "session_latest" / "logs"
 
 
 @contextmanager

@@ -164,6 +164,16 @@ def test_the_scale_up_in_the_notebook_is_the_measured_one():
     assert results["autoscaling_config"] == scaled_config()[1]  # measured with the QwQ app's autoscaling as it is
 
 
+def test_the_node_loss_in_the_notebook_is_the_measured_one():
+    """The notebook quotes benchmark/results/node_loss.json, which `python -m benchmark.node_loss` wrote."""
+    from benchmark.node_loss import outcome, table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "node_loss.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert table(results) in readme
+    assert outcome(results) in " ".join(readme.split())
+
+
 def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
     """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
     names the file in its first line."""
