@@ -17,9 +17,7 @@ import asyncio
 import copy
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from contextlib import nullcontext
 from importlib.metadata import PackageNotFoundError, version
@@ -58,11 +56,12 @@ def server_registry(config):
     """Every server the side-by-side mode knows, for the model and engine arguments of `config`."""
     model = llm_config(config)["model_loading_config"]
     model_dir = ROOT / model["model_source"] if not Path(model["model_source"]).is_absolute() else model["model_source"]
-    bare_args = engine_cli_args(config)
-    os.environ.update(engine_env(config))
+    bare_args, bare_env = engine_cli_args(config), engine_env(config)
 
-    def bare(niceness=0):
-        return servers.bare_vllm(model_dir, model["model_id"], bare_args, BARE_VLLM_LOG, niceness=niceness)
+    def bare(niceness=0):  # the engine's variables go to its server only, not to every later process of this one
+        return servers.bare_vllm(
+            model_dir, model["model_id"], bare_args, BARE_VLLM_LOG, niceness=niceness, env=bare_env
+        )
 
     def ray(config_file, env=None):
         return servers.serve_deployment(config_file, env, model=model["model_id"])
@@ -193,8 +192,7 @@ def package_version(*names):
 
 
 def main():
-    # A `timeout` or a scheduler's SIGTERM unwinds like Ctrl-C does: the server being measured is stopped too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--model", default="tiny-reasoner", help="the model name clients ask for")

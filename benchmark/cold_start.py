@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -180,7 +179,7 @@ def timeline_plot(results, path):
 
 
 def main():
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind like Ctrl-C: the server being timed stops too
+    servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "serve_tiny_reasoner.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "cold_start.json")

@@ -26,7 +26,6 @@ import copy
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -223,7 +222,7 @@ def table(results):
 
 
 def main():
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind like Ctrl-C: both nodes stop too
+    servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "node_loss.json")
     parser.add_argument("--warm-s", type=float, default=20, help="seconds of load before the kill")

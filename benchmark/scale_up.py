@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -117,7 +116,7 @@ def table(results):
 
 
 def main():
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind like Ctrl-C: the cluster stops too
+    servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "scale_up.json")
     parser.add_argument("--timeout", type=float, default=900, help="give up on the second replica after this")

@@ -37,6 +37,12 @@ TUTORIAL_RAY_ENV = {
 STANDARD_PATH = {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
 
 
+def stop_on_sigterm():
+    """Make SIGTERM (a `timeout`, a scheduler) unwind like Ctrl-C: every `finally` runs, so the servers, clusters and
+    nodes that the command started stop too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def wait_for_answer(base_url, model, started, timeout=600, headers=None, alive=lambda: True):
     """Seconds from `started` (a time.time()) until `model` answers a one-token chat request."""
     while time.time() - started < timeout:
