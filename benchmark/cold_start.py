@@ -43,6 +43,7 @@ MILESTONES = [
 ]
 RAY_ONLY = {phase for phase, _, _ in MILESTONES[:5]}
 READY = {"replica": r"Finished initializing replica", "bare": r"Starting vLLM (API )?server on"}
+ANSWERED = r"POST /v1/chat/completions 200 "  # a replica's access log line, written when the request (stream) ends
 RAY_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 VLLM_TIME = re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d)")
 

@@ -22,7 +22,6 @@ log); and what the surviving replica served alone.
 
 import argparse
 import asyncio
-import copy
 import json
 import os
 import re
@@ -32,11 +31,10 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
-from benchmark import servers
-from benchmark.cold_start import first_time
-from benchmark.config import llm_config
+from benchmark import report, servers
+from benchmark.cold_start import ANSWERED, READY, first_time
+from benchmark.config import llm_config, load
 from benchmark.load import default_prompts, stream_chat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,15 +43,13 @@ MAX_TOKENS = 192  # with ignore_eos: every chain streams for about a second, so 
 PAUSE_S = 1.0  # between one stream's chains: a load that leaves the replacement replica CPU time to start on 2 cores
 CPUS_PER_NODE = 2  # one replica of the tiny model (its engine and its actor) per node
 DEPLOYMENT = "LLMServer:tiny-reasoner"
-ANSWERED = r"POST /v1/chat/completions 200 "  # a replica's access log line, written when the stream ends
 NODE_DEAD = r"Node is dead"  # the GCS log line of a node it gave up on (its health check failed)
 
 
 def two_replica_config():
     """serve_tiny_reasoner.yaml with two replicas, the proxy on the head, and the model at an absolute path: a node
     loads the model from its own disk, so the files must be at that path on every node (the repository, here)."""
-    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
-    config = copy.deepcopy(config)
+    config = load("serve_tiny_reasoner.yaml")
     config["proxy_location"] = "HeadOnly"
     llm = llm_config(config)
     llm["deployment_config"]["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
@@ -150,7 +146,7 @@ def run(cluster, worker, spare, args):
     # The replacement's cold start, with the load paused: a real spare node has CPUs of its own; here the new
     # replica would share two cores with the load and the surviving engine, and take minutes longer (seen: 405 s).
     deadline = time.time() + args.timeout
-    while not find("replacement replica started", replica_logs([spare.logs()]), r"Finished initializing replica"):
+    while not find("replacement replica started", replica_logs([spare.logs()]), READY["replica"]):
         if time.time() > deadline:
             return log, moments
         time.sleep(1)
@@ -217,8 +213,7 @@ def outcome(results):
 
 
 def table(results):
-    rows = [f"| {name} | {seconds} |" for name, seconds in results["seconds_after_the_kill"].items()]
-    return "\n".join(["| moment | seconds after the worker node was killed |", "| --- | ---: |", *rows])
+    return report.moments_table(results["seconds_after_the_kill"], "the worker node was killed")
 
 
 def main():
@@ -240,12 +235,13 @@ def main():
         workers.append(servers.WorkerNode(cluster, CPUS_PER_NODE))
         started = time.time()
         cluster.deploy(two_replica_config())
-        deployed_s = time.time() - started
-        # Both replicas answer before the load: the deploy's wait needs only one.
-        while len(replica_logs([head_logs, workers[0].logs()])) < 2 or not all(
-            first_time([path], r"Finished initializing replica")
-            for path in replica_logs([head_logs, workers[0].logs()])
-        ):
+        first_answer_s = time.time() - started
+
+        def both_replicas_up():  # the deploy's wait needs one replica's answer; the load needs both
+            logs = replica_logs([head_logs, workers[0].logs()])
+            return len(logs) >= 2 and all(first_time([path], READY["replica"]) for path in logs)
+
+        while not both_replicas_up():
             if time.time() - started > args.timeout:
                 raise RuntimeError(f"the second replica did not start:\n{cluster.serve_status()}")
             time.sleep(2)
@@ -263,7 +259,7 @@ def main():
         "config": "serve_tiny_reasoner.yaml with 2 replicas (one per node) and proxy_location: HeadOnly",
         "nodes": "head and worker with a replica each; a spare node, idle, joined before the load",
         "load": {"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS, "ignore_eos": True, "pause_s": PAUSE_S},
-        "seconds_to_deploy_both_replicas": round(deployed_s, 1),
+        "seconds_from_the_deploy_to_a_first_answer": round(first_answer_s, 1),
         **summarize(log, moments, served, survivor),
     }
     print(table(results))

@@ -5,6 +5,12 @@ import statistics
 from benchmark.stats import PROCESS_GROUPS, medians
 
 
+def moments_table(seconds_after, since):
+    """A run's moments as the notebook shows them: {moment: seconds} after `since` ("the load started", ...)."""
+    rows = [f"| {name} | {seconds} |" for name, seconds in seconds_after.items()]
+    return "\n".join([f"| moment | seconds after {since} |", "| --- | ---: |", *rows])
+
+
 def measured(report):
     """The servers that started and ran the load (a server that failed to start only has an "error")."""
     return {name: server for name, server in report["servers"].items() if "runs" in server}

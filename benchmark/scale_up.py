@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmark import servers
-from benchmark.cold_start import first_time, line_time
+from benchmark import report, servers
+from benchmark.cold_start import ANSWERED, first_time, line_time
 from benchmark.config import llm_config
 from benchmark.load import default_prompts, stream_chat
 
@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
 MAX_TOKENS = 64  # short requests: the log shows a request when it ends
 DEPLOYMENT = "LLMServer:tiny-reasoner"
-ANSWERED = r"POST /v1/chat/completions 200 "  # a replica's access log line
 
 
 def scaled_config():
@@ -111,8 +110,7 @@ class ReplicaLogs:
 
 def table(results):
     """The notebook's table of a scale-up: each moment, seconds after the load started."""
-    rows = [f"| {name} | {seconds} |" for name, seconds in results["seconds_after_the_load_started"].items()]
-    return "\n".join(["| moment | seconds after the load started |", "| --- | ---: |", *rows])
+    return report.moments_table(results["seconds_after_the_load_started"], "the load started")
 
 
 def main():
