@@ -71,6 +71,23 @@ def first_time(files, pattern, since=None):
     return min(times) if times else None
 
 
+def replica_logs(log_folders):
+    """The model replicas' log files under Ray log folders (one per node)."""
+    return [path for folder in log_folders for path in Path(folder, "serve").glob("replica_*LLMServer*.log")]
+
+
+def served_by(log_folders):
+    """{x-request-id: [replica id, ...]} for every chat request that a replica's log shows answered (two replicas
+    when it was retried)."""
+    found = {}
+    for path in replica_logs(log_folders):
+        for line in path.read_text(errors="replace").splitlines():
+            match = re.search(r"LLMServer:\S+ (\w+) (\S+) -- " + ANSWERED, line)
+            if match:
+                found.setdefault(match[2], []).append(match[1])
+    return found
+
+
 def phases(started, moments):
     """[(phase, start, seconds)] relative to `started`, for the milestones that were reached, in order."""
     result, previous = [], started

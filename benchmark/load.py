@@ -21,12 +21,15 @@ def default_prompts(count, seed=7):
     return [letters[i // 2] if i % 2 == 0 else sums[(i * 37) % len(sums)] for i in range(count)]
 
 
-async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=None, headers=None):
+async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=None, headers=None, progress=None):
     """Stream one chat completion; return when each part arrived, the texts, and how the stream ended.
 
     extra_body: more request fields, e.g. {"ignore_eos": True} for outputs of exactly max_tokens tokens.
     headers: more request headers, e.g. {"x-request-id": ...}, which Serve's logs then show.
+    progress: a dict that gets the status as soon as it arrives, and the count of text chunks so far, so that a caller
+    still knows how far a stream got when it breaks off (and this raises).
     """
+    progress = {} if progress is None else progress
     started = time.perf_counter()
     first = first_reasoning = first_answer = finish_reason = completion_tokens = None
     reasoning, answer, chunk_times, done = [], [], [], False
@@ -40,6 +43,7 @@ async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=No
         **(extra_body or {}),
     }
     async with client.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as reply:
+        progress.update(status=reply.status_code, chunks=0)
         async for line in reply.aiter_lines():
             if line == "data: [DONE]":
                 done = True
@@ -54,6 +58,7 @@ async def stream_chat(client, base_url, model, prompt, max_tokens, extra_body=No
             text_reasoning = delta.get("reasoning") or delta.get("reasoning_content")
             text_answer = delta.get("content")
             if text_reasoning or text_answer:
+                progress["chunks"] += 1
                 first = first if first is not None else now
                 chunk_times.append((now, "reasoning" if text_reasoning else "answer"))
             if text_reasoning:

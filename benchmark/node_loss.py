@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from benchmark import report, servers
-from benchmark.cold_start import ANSWERED, READY, first_time
+from benchmark.cold_start import ANSWERED, READY, first_time, replica_logs, served_by
 from benchmark.config import llm_config, load
 from benchmark.load import default_prompts, stream_chat
 
@@ -55,21 +55,6 @@ def two_replica_config():
     llm["deployment_config"]["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
     llm["model_loading_config"]["model_source"] = str(ROOT / llm["model_loading_config"]["model_source"])
     return config
-
-
-def replica_logs(log_folders):
-    return [path for folder in log_folders for path in Path(folder, "serve").glob("replica_*LLMServer*.log")]
-
-
-def served_by(log_folders):
-    """{request id: replica id} for every chat request a replica's log shows answered."""
-    found = {}
-    for path in replica_logs(log_folders):
-        for line in path.read_text(errors="replace").splitlines():
-            match = re.search(r"tiny-reasoner (\w+) (nl-\d+) -- " + ANSWERED, line)
-            if match:
-                found[match[2]] = match[1]
-    return found
 
 
 async def steady_load(log, stop):
@@ -248,7 +233,7 @@ def main():
         (survivor,) = {re.search(r"_(\w+)\.log$", p.name)[1] for p in replica_logs([head_logs])}
         workers.append(servers.WorkerNode(cluster, CPUS_PER_NODE))  # the spare
         log, moments = run(cluster, *workers, args)
-        served = served_by([head_logs] + [worker.logs() for worker in workers])
+        served = {request: by[0] for request, by in served_by([head_logs] + [w.logs() for w in workers]).items()}
     finally:
         for worker in workers:
             worker.die()

@@ -1,0 +1,311 @@
+"""Long chains through production operations: a scale-down, a redeploy and an overload, measured with Ray Serve's
+defaults and with the tutorial's settings (serve_qwq_32b.yaml's deployment_config).
+
+    python -m benchmark.long_chains --out benchmark/results/long_chains.json   # about 20 minutes on 2 cores
+
+The tutorial's CPU application on a cluster of 4 logical CPUs (two replicas of 2 CPUs fit), with the QwQ app's
+autoscaling (1 to 2 replicas, target 16 requests per replica) and, for the "tutorial" run, its other deployment
+options. One change for both runs, to keep the run short: Serve waits downscale_delay_s (600 s by default) before it
+removes a replica; here DOWNSCALE_DELAY_S.
+
+Under a steady load of streamed chains of MAX_TOKENS tokens (ignore_eos: every chain is that long):
+1. scale-down: UP_STREAMS streams until Serve has added a second replica and it answered (--scale-up), or a
+   deployment that starts with two (the default, faster); then DOWN_STREAMS streams, until Serve has removed one and
+   every chain in flight when it told the replica to stop has ended;
+2. redeploy: `serve deploy` of the same config with one engine argument changed (max_num_seqs), which replaces the
+   replica (checked: a new replica id answers), under DOWN_STREAMS streams, until every chain in flight when the old
+   replica was told to stop has ended;
+3. overload: OVERLOAD_REQUESTS chains at once, each ended as soon as its status arrives: how many were refused, how
+   fast, and with what message.
+
+Every chain is recorded: sent, ended, how it ended (completed: the stream reached [DONE]; cut: it began and broke
+off, with an error or without [DONE]; refused: a status other than 200), and which replica served it (Serve's replica
+logs, by its x-request-id). A chain "retried" is one whose id is in two replicas' logs.
+"""
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from benchmark import servers
+from benchmark.cold_start import ANSWERED, first_time, line_time, served_by
+from benchmark.config import llm_config, load
+from benchmark.load import default_prompts, stream_chat
+
+ROOT = Path(__file__).resolve().parent.parent
+# Chains of 3,500 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
+# has 4,096, it writes noise past them, but each token costs the engine what a real chain's token does.
+MAX_TOKENS = 3500
+LONG_CONTEXT = {"max_model_len": 4096, "hf_overrides": {"max_position_embeddings": 4096}}
+UP_STREAMS = 48  # three times the target of one replica: Serve asks for two
+DOWN_STREAMS = 12  # below the target of one replica: Serve removes the second
+DOWNSCALE_DELAY_S = 20
+OVERLOAD_REQUESTS = 200
+DEPLOYMENT = "LLMServer:tiny-reasoner"
+STOPPING = rf"Stopping Replica\(id='(\w+)', deployment='{DEPLOYMENT}'"
+
+
+def deployment_config(settings, initial_replicas):
+    """serve_tiny_reasoner.yaml with serve_qwq_32b.yaml's autoscaling, and with its other deployment options if
+    settings is "tutorial" (else Ray Serve's defaults)."""
+    config = load("serve_tiny_reasoner.yaml")
+    qwq = llm_config(load("serve_qwq_32b.yaml"))["deployment_config"]
+    options = copy.deepcopy(qwq if settings == "tutorial" else {"autoscaling_config": qwq["autoscaling_config"]})
+    options["autoscaling_config"].update(downscale_delay_s=DOWNSCALE_DELAY_S, initial_replicas=initial_replicas)
+    llm = llm_config(config)
+    llm["deployment_config"] = options
+    llm["engine_kwargs"].update(LONG_CONTEXT)
+    return config
+
+
+class Chains:
+    """A steady load of streamed chains whose number of streams can change while it runs; every chain is logged."""
+
+    def __init__(self, client, event="start"):
+        self.client, self.event, self.wanted, self.log, self.streams = client, event, 0, [], {}
+        self.prompts = default_prompts(64)
+
+    def set_streams(self, count, event):
+        self.wanted, self.event = count, event
+        for index in range(count):
+            if index not in self.streams or self.streams[index].done():
+                self.streams[index] = asyncio.create_task(self.stream(index))
+
+    async def stream(self, index):
+        while index < self.wanted:
+            entry = {"id": f"lc-{len(self.log)}", "event": self.event, "sent": time.time(), "status": None}
+            entry.update(done=False, error=None, tokens=0)
+            self.log.append(entry)
+            try:
+                result = await stream_chat(
+                    self.client,
+                    servers.SERVE_URL,
+                    "tiny-reasoner",
+                    self.prompts[len(self.log) % len(self.prompts)],
+                    MAX_TOKENS,
+                    {"ignore_eos": True},
+                    headers={"x-request-id": entry["id"]},
+                )
+                entry.update(status=result["status"], done=result["done"], tokens=len(result["chunks"]))
+            except httpx.HTTPError as error:  # a reset or a closed connection
+                entry["error"] = f"{type(error).__name__}: {error}"[:200]
+            entry["ended"] = time.time()
+
+    def in_flight(self, at):
+        return [entry for entry in self.log if entry["sent"] <= at < entry.get("ended", float("inf"))]
+
+    async def until_ended(self, entries, timeout_s=600):
+        deadline = time.time() + timeout_s
+        while any("ended" not in entry for entry in entries) and time.time() < deadline:
+            await asyncio.sleep(1)
+
+    async def stop(self):
+        self.wanted = 0
+        await asyncio.gather(*self.streams.values())
+
+
+def outcome(entry):
+    if entry["done"]:
+        return "completed"
+    if entry["status"] not in (None, 200):
+        return "refused"
+    return "cut"
+
+
+class ServeLogs:
+    """Serve's logs of a one-node cluster whose files are under `ray_tmp`."""
+
+    def __init__(self, ray_tmp):
+        self.folder = Path(ray_tmp, "ray", "session_latest", "logs")
+
+    def controller(self):
+        return list(self.folder.glob("serve/controller_[0-9]*.log"))  # not the builders' controller_build_*.log
+
+    def first(self, pattern, since):
+        return first_time(self.controller(), pattern, since=since)
+
+    def stopped_replica(self, since):
+        """(replica id, when) of the first model replica that Serve told to stop after `since`."""
+        for path in self.controller():
+            for line in path.read_text(errors="replace").splitlines():
+                found = re.search(STOPPING, line)
+                if found and line_time(line) >= since:
+                    return found[1], line_time(line)
+        return None, None
+
+    def replicas_answering(self, since):
+        """The ids of the model replicas whose log shows a chat request answered after `since`."""
+        answering = set()
+        for path in self.folder.glob(f"serve/replica_*{DEPLOYMENT.replace(':', '_')}_*.log"):
+            if first_time([path], ANSWERED, since=since):
+                answering.add(re.search(r"_(\w+)\.log$", path.name)[1])
+        return answering
+
+    def replica_log(self, replica):
+        return next(self.folder.glob(f"serve/replica_*_{replica}.log"), None)
+
+
+async def wait_for(condition, timeout_s, what):
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(1)
+
+
+async def scale_down(chains, logs, args):
+    """UP_STREAMS until two replicas answer (Serve adds one, or the deployment started with two), then DOWN_STREAMS
+    until Serve removed one and its chains ended. Returns the event's moments."""
+    began = time.time()
+    chains.set_streams(UP_STREAMS if args.scale_up else DOWN_STREAMS, "scale-down")
+    await wait_for(lambda: len(logs.replicas_answering(began)) >= 2, args.timeout, "a second replica answering")
+    moments = {"two replicas answering": time.time(), "load lowered": time.time()}
+    chains.set_streams(DOWN_STREAMS, "scale-down")
+    await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping a replica")
+    replica, moments["Serve told a replica to stop"] = logs.stopped_replica(began)
+    moments["Serve decided to scale down"] = logs.first(rf"Downscaling Deployment\(name='{DEPLOYMENT}'", began)
+    await chains.until_ended(chains.in_flight(moments["Serve told a replica to stop"]))
+    return replica, moments
+
+
+async def redeploy(chains, logs, cluster, config, args):
+    """`serve deploy` with max_num_seqs changed, under DOWN_STREAMS, until a new replica answers and the old
+    replica's chains ended."""
+    began = time.time()
+    chains.set_streams(DOWN_STREAMS, "redeploy")
+    before = logs.replicas_answering(began - 60)
+    changed = copy.deepcopy(config)
+    llm = llm_config(changed)
+    llm["engine_kwargs"]["max_num_seqs"] = 200  # a changed engine argument: a new replica
+    llm["deployment_config"]["autoscaling_config"].pop("initial_replicas")  # else Serve starts that many again
+    await asyncio.to_thread(cluster.run, "serve", "deploy", write_config(changed))
+    moments = {"serve deploy": logs.first(rf"Deploying new version of Deployment\(name='{DEPLOYMENT}'", began)}
+    await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping the old replica")
+    replica, moments["Serve told the old replica to stop"] = logs.stopped_replica(began)
+    await wait_for(lambda: logs.replicas_answering(began) - before, args.timeout, "a new replica answering")
+    moments["a new replica answered"] = time.time()
+    await chains.until_ended(chains.in_flight(moments["Serve told the old replica to stop"]))
+    return replica, moments
+
+
+def write_config(config):
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(config, f)
+    return f.name
+
+
+async def overload(client, count):
+    """`count` chains at once, each closed as soon as its status arrives: [(status, seconds, body of a refusal)]."""
+
+    async def one(index):
+        started = time.time()
+        body = {
+            "model": "tiny-reasoner",
+            "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
+            "stream": True,
+            "max_tokens": MAX_TOKENS,
+            "ignore_eos": True,
+        }
+        try:
+            async with client.stream("POST", f"{servers.SERVE_URL}/chat/completions", json=body) as reply:
+                text = "" if reply.status_code == 200 else (await reply.aread()).decode(errors="replace")[:300]
+                return reply.status_code, round(time.time() - started, 2), text
+        except httpx.HTTPError as error:
+            return None, round(time.time() - started, 2), f"{type(error).__name__}: {error}"[:300]
+
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def summary(chains, event, replica, moments, served):
+    """What happened to the chains of one event."""
+    stop = next(at for name, at in moments.items() if name.startswith("Serve told"))
+    entries = [entry for entry in chains.log if entry["event"] == event]
+    in_flight = chains.in_flight(stop)
+    first = min(moments.values())
+    return {
+        "replica_stopped": replica,
+        "chains": {kind: sum(outcome(e) == kind for e in entries) for kind in ("completed", "cut", "refused")},
+        "in_flight_when_serve_told_the_replica_to_stop": {
+            "count": len(in_flight),
+            **{kind: sum(outcome(e) == kind for e in in_flight) for kind in ("completed", "cut", "refused")},
+            # How long the replica had to stay to finish them all: the grace period that this load needs.
+            "seconds_the_last_ran_after_the_stop": round(max((e["ended"] for e in in_flight), default=stop) - stop, 1),
+        },
+        "chain_seconds_max": round(max(e["ended"] - e["sent"] for e in entries if outcome(e) == "completed"), 1),
+        "retried": sum(1 for e in entries if len(served.get(e["id"], [])) > 1),
+        "seconds": {name: round(at - first, 1) for name, at in sorted(moments.items(), key=lambda m: m[1]) if at},
+        "cut_chains": [
+            {**e, "sent": round(e["sent"] - stop, 1), "ended": round(e["ended"] - stop, 1)}
+            for e in entries
+            if outcome(e) != "completed"
+        ][:20],
+    }
+
+
+async def measure(cluster, logs, config, args):
+    async with httpx.AsyncClient(timeout=1800, limits=httpx.Limits(max_connections=1000)) as client:
+        chains = Chains(client)
+        try:
+            down = await scale_down(chains, logs, args)
+            deployed = await redeploy(chains, logs, cluster, config, args)
+        finally:
+            await chains.stop()
+        refusals = await overload(client, OVERLOAD_REQUESTS)
+    served = served_by([logs.folder])
+    return {
+        "scale-down": summary(chains, "scale-down", *down, served),
+        "redeploy": summary(chains, "redeploy", *deployed, served),
+        "overload": {
+            "requests": OVERLOAD_REQUESTS,
+            "accepted": sum(status == 200 for status, _, _ in refusals),
+            "refused": sum(status != 200 for status, _, _ in refusals),
+            "statuses": sorted({str(status) for status, _, _ in refusals}),
+            "slowest_refusal_s": max((s for status, s, _ in refusals if status != 200), default=None),
+            "refusal_body": next((text for status, _, text in refusals if status != 200), None),
+        },
+    }
+
+
+def run(settings, args):
+    ray_tmp = tempfile.mkdtemp(prefix="lc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp})
+    config = deployment_config(settings, initial_replicas=1 if args.scale_up else 2)
+    try:
+        cluster.start("--num-cpus=4")
+        cluster.deploy(config)
+        results = asyncio.run(measure(cluster, ServeLogs(ray_tmp), config, args))
+    finally:
+        cluster.stop()
+    return {"deployment_config": llm_config(config)["deployment_config"], **results}
+
+
+def main():
+    servers.stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "long_chains.json")
+    parser.add_argument("--settings", nargs="+", default=["defaults", "tutorial"], choices=["defaults", "tutorial"])
+    parser.add_argument("--scale-up", action="store_true", help="start with one replica and let the load add one")
+    parser.add_argument("--timeout", type=float, default=900, help="give up on a step after this")
+    args = parser.parse_args()
+    results = {
+        "machine": f"{os.cpu_count()} cores, a cluster of 4 logical CPUs",
+        "load": {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS},
+        "runs": {settings: run(settings, args) for settings in args.settings},
+    }
+    print(json.dumps(results, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
