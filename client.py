@@ -9,6 +9,9 @@ from openai import OpenAI
 client = OpenAI(
     base_url=os.environ.get("BASE_URL", "http://localhost:8000/v1"),
     api_key=os.environ.get("API_KEY", "FAKE_KEY"),  # any placeholder, unless the server requires a key
+    # A reply that is not streamed arrives when the whole chain is done: wait as long as the deployment lets a chain
+    # run (graceful_shutdown_timeout_s), not the client's default 600 s, after which it sends the request again.
+    timeout=900,
 )
 MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
 

@@ -8,19 +8,19 @@ autoscaling (1 to 2 replicas, target 16 requests per replica) and, for the "tuto
 options. One change for both runs, to keep the run short: Serve waits downscale_delay_s (600 s by default) before it
 removes a replica; here DOWNSCALE_DELAY_S.
 
-Under a steady load of streamed chains of MAX_TOKENS tokens (ignore_eos: every chain is that long):
-1. scale-down: UP_STREAMS streams until Serve has added a second replica and it answered (--scale-up), or a
-   deployment that starts with two (the default, faster); then DOWN_STREAMS streams, until Serve has removed one and
-   every chain in flight when it told the replica to stop has ended;
-2. redeploy: `serve deploy` of the same config with one engine argument changed (max_num_seqs), which replaces the
-   replica (checked: a new replica id answers), under DOWN_STREAMS streams, until every chain in flight when the old
-   replica was told to stop has ended;
-3. overload: OVERLOAD_REQUESTS chains at once, each ended as soon as its status arrives: how many were refused, how
-   fast, and with what message.
+Under a steady load of streamed chains of MAX_TOKENS tokens (ignore_eos: every chain is that long), the streams'
+first chains STAGGER_S apart:
+1. scale-down: a deployment that starts with two replicas (or, with --scale-up, one, and UP_STREAMS streams until
+   Serve has added the second), then DOWN_STREAMS streams, until Serve has removed a replica and every chain in
+   flight when it told the replica to stop has ended;
+2. redeploy: as a chain begins, `serve deploy` of the same config with one engine argument changed (max_num_seqs),
+   which replaces the replica (checked: a new replica answers), under DOWN_STREAMS streams, until every chain in
+   flight when Serve told the old replica to stop has ended;
+3. overload: OVERLOAD_REQUESTS chains at once, held open until each has its status: how many were refused, how fast,
+   and with what message.
 
-Every chain is recorded: sent, ended, how it ended (completed: the stream reached [DONE]; cut: it began and broke
-off, with an error or without [DONE]; refused: a status other than 200), and which replica served it (Serve's replica
-logs, by its x-request-id). A chain "retried" is one whose id is in two replicas' logs.
+Every chain is recorded: sent, ended, how it ended (see `ending`), and which replica served it (Serve's replica logs,
+by its x-request-id). A chain "retried" is one whose id is in two replicas' logs.
 """
 
 import argparse
@@ -42,15 +42,17 @@ from benchmark.config import llm_config, load
 from benchmark.load import default_prompts, stream_chat
 
 ROOT = Path(__file__).resolve().parent.parent
-# Chains of 3,500 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
+# Chains of 3,900 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
 # has 4,096, it writes noise past them, but each token costs the engine what a real chain's token does.
-MAX_TOKENS = 3500
+MAX_TOKENS = 3900
 LONG_CONTEXT = {"max_model_len": 4096, "hf_overrides": {"max_position_embeddings": 4096}}
 UP_STREAMS = 48  # three times the target of one replica: Serve asks for two
 DOWN_STREAMS = 12  # below the target of one replica: Serve removes the second
-DOWNSCALE_DELAY_S = 20
+DOWNSCALE_DELAY_S = 60  # long enough for every stream to have a chain in flight
+STAGGER_S = 4  # between the streams' first chains, so that at any moment some chains have just begun
 OVERLOAD_REQUESTS = 200
 DEPLOYMENT = "LLMServer:tiny-reasoner"
+STOP_OLD = "Serve told the old replica to stop"
 STOPPING = rf"Stopping Replica\(id='(\w+)', deployment='{DEPLOYMENT}'"
 
 
@@ -81,10 +83,12 @@ class Chains:
                 self.streams[index] = asyncio.create_task(self.stream(index))
 
     async def stream(self, index):
+        await asyncio.sleep(index % DOWN_STREAMS * STAGGER_S)
         while index < self.wanted:
             entry = {"id": f"lc-{len(self.log)}", "event": self.event, "sent": time.time(), "status": None}
             entry.update(done=False, error=None, tokens=0)
             self.log.append(entry)
+            progress = {}
             try:
                 result = await stream_chat(
                     self.client,
@@ -94,10 +98,12 @@ class Chains:
                     MAX_TOKENS,
                     {"ignore_eos": True},
                     headers={"x-request-id": entry["id"]},
+                    progress=progress,
                 )
-                entry.update(status=result["status"], done=result["done"], tokens=len(result["chunks"]))
+                entry["done"] = result["done"]
             except httpx.HTTPError as error:  # a reset or a closed connection
                 entry["error"] = f"{type(error).__name__}: {error}"[:200]
+            entry.update(status=progress.get("status"), tokens=progress.get("chunks", 0))
             entry["ended"] = time.time()
 
     def in_flight(self, at):
@@ -113,12 +119,18 @@ class Chains:
         await asyncio.gather(*self.streams.values())
 
 
-def outcome(entry):
+OUTCOMES = ("completed", "cut", "dropped", "refused")
+
+
+def ending(entry):
+    """completed: the stream reached [DONE]; cut: its reply began, then broke off (the reader saw part of a chain,
+    which no client retries); dropped: the connection broke before any reply (the OpenAI client sends it again);
+    refused: a status other than 200."""
     if entry["done"]:
         return "completed"
-    if entry["status"] not in (None, 200):
-        return "refused"
-    return "cut"
+    if entry["status"] is None:
+        return "dropped"
+    return "cut" if entry["status"] == 200 else "refused"
 
 
 class ServeLogs:
@@ -142,6 +154,13 @@ class ServeLogs:
                     return found[1], line_time(line)
         return None, None
 
+    def started_replicas(self):
+        """The ids of the model replicas that Serve started successfully."""
+        pattern = rf"Replica\(id='(\w+)', deployment='{DEPLOYMENT}'.*started successfully"
+        return {
+            found[1] for path in self.controller() for found in re.finditer(pattern, path.read_text(errors="replace"))
+        }
+
     def replicas_answering(self, since):
         """The ids of the model replicas whose log shows a chat request answered after `since`."""
         answering = set()
@@ -163,12 +182,12 @@ async def wait_for(condition, timeout_s, what):
 
 
 async def scale_down(chains, logs, args):
-    """UP_STREAMS until two replicas answer (Serve adds one, or the deployment started with two), then DOWN_STREAMS
-    until Serve removed one and its chains ended. Returns the event's moments."""
+    """Until two replicas run (the deployment started with two, or UP_STREAMS made Serve add one), then DOWN_STREAMS
+    until Serve removed one and the chains in flight then ended. Returns the replica stopped and the moments."""
     began = time.time()
     chains.set_streams(UP_STREAMS if args.scale_up else DOWN_STREAMS, "scale-down")
-    await wait_for(lambda: len(logs.replicas_answering(began)) >= 2, args.timeout, "a second replica answering")
-    moments = {"two replicas answering": time.time(), "load lowered": time.time()}
+    await wait_for(lambda: len(logs.started_replicas()) >= 2, args.timeout, "a second replica")
+    moments = {"two replicas running": time.time()}
     chains.set_streams(DOWN_STREAMS, "scale-down")
     await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping a replica")
     replica, moments["Serve told a replica to stop"] = logs.stopped_replica(began)
@@ -187,13 +206,19 @@ async def redeploy(chains, logs, cluster, config, args):
     llm = llm_config(changed)
     llm["engine_kwargs"]["max_num_seqs"] = 200  # a changed engine argument: a new replica
     llm["deployment_config"]["autoscaling_config"].pop("initial_replicas")  # else Serve starts that many again
+    moments = {}
+    # Deploy as a chain begins, so that one chain in flight needs about a whole chain's time after the stop.
+    await wait_for(lambda: time.time() - chains.log[-1]["sent"] < 1, args.timeout, "a chain beginning")
     await asyncio.to_thread(cluster.run, "serve", "deploy", write_config(changed))
-    moments = {"serve deploy": logs.first(rf"Deploying new version of Deployment\(name='{DEPLOYMENT}'", began)}
     await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping the old replica")
-    replica, moments["Serve told the old replica to stop"] = logs.stopped_replica(began)
+    replica, moments[STOP_OLD] = logs.stopped_replica(began)
     await wait_for(lambda: logs.replicas_answering(began) - before, args.timeout, "a new replica answering")
     moments["a new replica answered"] = time.time()
-    await chains.until_ended(chains.in_flight(moments["Serve told the old replica to stop"]))
+    # `serve deploy` returns once the dashboard has the config; the controller logs when it applies it.
+    moments["Serve applied the new config"] = logs.first(
+        rf"Deploying new version of Deployment\(name='{DEPLOYMENT}'", began
+    )
+    await chains.until_ended(chains.in_flight(moments[STOP_OLD]))
     return replica, moments
 
 
@@ -203,26 +228,35 @@ def write_config(config):
     return f.name
 
 
-async def overload(client, count):
-    """`count` chains at once, each closed as soon as its status arrives: [(status, seconds, body of a refusal)]."""
+async def overload(client, count, hold_s=30):
+    """`count` chains at once, each held open until every one has its status (or hold_s passed), then closed:
+    [(status, seconds until it came, body of a refusal)]; status None if none came in time."""
+    answered = []
+    body = {
+        "model": "tiny-reasoner",
+        "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
+        "stream": True,
+        "max_tokens": MAX_TOKENS,
+        "ignore_eos": True,
+    }
 
-    async def one(index):
-        started = time.time()
-        body = {
-            "model": "tiny-reasoner",
-            "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
-            "stream": True,
-            "max_tokens": MAX_TOKENS,
-            "ignore_eos": True,
-        }
+    async def one():
+        started, status, seconds, text = time.time(), None, hold_s, "no status within the hold"
         try:
-            async with client.stream("POST", f"{servers.SERVE_URL}/chat/completions", json=body) as reply:
-                text = "" if reply.status_code == 200 else (await reply.aread()).decode(errors="replace")[:300]
-                return reply.status_code, round(time.time() - started, 2), text
+            async with asyncio.timeout(hold_s):
+                async with client.stream("POST", f"{servers.SERVE_URL}/chat/completions", json=body) as reply:
+                    status, seconds = reply.status_code, round(time.time() - started, 2)
+                    text = "" if status == 200 else (await reply.aread()).decode(errors="replace")[:300]
+                    answered.append(status)
+                    while len(answered) < count:  # hold the stream open: the server counts it in flight
+                        await asyncio.sleep(0.2)
+        except TimeoutError:
+            pass
         except httpx.HTTPError as error:
-            return None, round(time.time() - started, 2), f"{type(error).__name__}: {error}"[:300]
+            text = f"{type(error).__name__}: {error}"[:300]
+        return status, seconds, text
 
-    return await asyncio.gather(*(one(i) for i in range(count)))
+    return await asyncio.gather(*(one() for _ in range(count)))
 
 
 def summary(chains, event, replica, moments, served):
@@ -230,23 +264,24 @@ def summary(chains, event, replica, moments, served):
     stop = next(at for name, at in moments.items() if name.startswith("Serve told"))
     entries = [entry for entry in chains.log if entry["event"] == event]
     in_flight = chains.in_flight(stop)
+    moments = {name: at for name, at in moments.items() if at is not None}
     first = min(moments.values())
     return {
         "replica_stopped": replica,
-        "chains": {kind: sum(outcome(e) == kind for e in entries) for kind in ("completed", "cut", "refused")},
+        "chains": {kind: sum(ending(e) == kind for e in entries) for kind in OUTCOMES},
         "in_flight_when_serve_told_the_replica_to_stop": {
             "count": len(in_flight),
-            **{kind: sum(outcome(e) == kind for e in in_flight) for kind in ("completed", "cut", "refused")},
+            **{kind: sum(ending(e) == kind for e in in_flight) for kind in OUTCOMES},
             # How long the replica had to stay to finish them all: the grace period that this load needs.
             "seconds_the_last_ran_after_the_stop": round(max((e["ended"] for e in in_flight), default=stop) - stop, 1),
         },
-        "chain_seconds_max": round(max(e["ended"] - e["sent"] for e in entries if outcome(e) == "completed"), 1),
+        "chain_seconds_max": round(max(e["ended"] - e["sent"] for e in entries if ending(e) == "completed"), 1),
         "retried": sum(1 for e in entries if len(served.get(e["id"], [])) > 1),
-        "seconds": {name: round(at - first, 1) for name, at in sorted(moments.items(), key=lambda m: m[1]) if at},
+        "seconds": {name: round(at - first, 1) for name, at in sorted(moments.items(), key=lambda m: m[1])},
         "cut_chains": [
             {**e, "sent": round(e["sent"] - stop, 1), "ended": round(e["ended"] - stop, 1)}
             for e in entries
-            if outcome(e) != "completed"
+            if ending(e) != "completed"
         ][:20],
     }
 
@@ -267,12 +302,68 @@ async def measure(cluster, logs, config, args):
         "overload": {
             "requests": OVERLOAD_REQUESTS,
             "accepted": sum(status == 200 for status, _, _ in refusals),
-            "refused": sum(status != 200 for status, _, _ in refusals),
+            "refused": sum(status not in (None, 200) for status, _, _ in refusals),
+            "no_status": sum(status is None for status, _, _ in refusals),
             "statuses": sorted({str(status) for status, _, _ in refusals}),
-            "slowest_refusal_s": max((s for status, s, _ in refusals if status != 200), default=None),
-            "refusal_body": next((text for status, _, text in refusals if status != 200), None),
+            "slowest_refusal_s": max((s for status, s, _ in refusals if status not in (None, 200)), default=None),
+            "refusal_body": next((text for status, _, text in refusals if status not in (None, 200)), None),
         },
     }
+
+
+SETTINGS = {"defaults": "Ray's defaults", "tutorial": "the tutorial's settings"}
+
+
+def table(results):
+    """The notebook's table: what each operation did to the chains, with Ray's defaults and the tutorial's settings."""
+    runs = {SETTINGS[name]: run for name, run in results["runs"].items()}
+    rows = ["| | " + " | ".join(runs) + " |", "| --- |" + " ---: |" * len(runs)]
+
+    def row(label, values):
+        rows.append(f"| {label} | " + " | ".join(str(value) for value in values) + " |")
+
+    for event, what in (("scale-down", "scale-down 2 → 1"), ("redeploy", "redeploy (`serve deploy`)")):
+        stopped = [run[event]["in_flight_when_serve_told_the_replica_to_stop"] for run in runs.values()]
+        row(f"{what}: chains in flight when Serve told a replica to stop", [s["count"] for s in stopped])
+        row("… of them cut", [s["cut"] for s in stopped])
+        row("… seconds until the last of them ended", [s["seconds_the_last_ran_after_the_stop"] for s in stopped])
+        row("all chains of the step: cut", [run[event]["chains"]["cut"] for run in runs.values()])
+        row("… dropped before their reply began", [run[event]["chains"]["dropped"] for run in runs.values()])
+        row("… refused (503)", [run[event]["chains"]["refused"] for run in runs.values()])
+    overloads = [run["overload"] for run in runs.values()]
+    row(f"overload, {overloads[0]['requests']} chains at once: refused", [o["refused"] for o in overloads])
+    row("… waiting in Serve's queue", [o["no_status"] for o in overloads])
+    row("… slowest refusal (s)", [o["slowest_refusal_s"] or "–" for o in overloads])
+    return "\n".join(rows)
+
+
+def outcome(results):
+    """What the notebook says of a run, in numbers (tests/test_generated_files.py checks that it quotes this)."""
+    defaults, tutorial = results["runs"]["defaults"], results["runs"]["tutorial"]
+
+    def stopped(run, event, key):
+        return run[event]["in_flight_when_serve_told_the_replica_to_stop"][key]
+
+    def cut_later(event):  # chains of the step that broke off, less those in flight at the stop
+        return tutorial[event]["chains"]["cut"] - stopped(tutorial, event, "cut")
+
+    seconds = tutorial["redeploy"]["seconds"]
+    overload = tutorial["overload"]
+    return (
+        f"With Ray's defaults, Serve killed the stopping replica 35 s after it told it to stop, and with it "
+        f"{stopped(defaults, 'scale-down', 'cut')} of the {stopped(defaults, 'scale-down', 'count')} chains in flight "
+        f"at the scale-down and {stopped(defaults, 'redeploy', 'cut')} of the {stopped(defaults, 'redeploy', 'count')} "
+        f"at the redeploy. With the tutorial's settings none of those was cut: the replica stayed until the last "
+        f"ended, {stopped(tutorial, 'scale-down', 'seconds_the_last_ran_after_the_stop')} s and "
+        f"{stopped(tutorial, 'redeploy', 'seconds_the_last_ran_after_the_stop')} s after the stop. But "
+        f"{cut_later('scale-down')} chains that began after the scale-down's stop and {cut_later('redeploy')} after "
+        f"the redeploy's broke off mid-stream all the same, each group at one moment. A redeploy of one replica stops "
+        f"it before its successor starts: {seconds['a new replica answered'] - seconds[STOP_OLD]:.0f} s passed from "
+        f"the stop to the new replica's first answer, and {tutorial['redeploy']['chains']['refused']} requests got "
+        f"503 meanwhile. Under the overload, the tutorial's settings let {overload['accepted']} chains run, queued "
+        f"{overload['no_status']} and refused {overload['refused']} with 503, the slowest refusal after "
+        f"{overload['slowest_refusal_s']} s; Ray's defaults took all {defaults['overload']['accepted']}."
+    )
 
 
 def run(settings, args):
@@ -301,7 +392,7 @@ def main():
         "load": {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS},
         "runs": {settings: run(settings, args) for settings in args.settings},
     }
-    print(json.dumps(results, indent=1))
+    print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -174,6 +174,20 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
     assert outcome(results) in " ".join(readme.split())
 
 
+def test_the_long_chains_in_the_notebook_are_the_measured_ones():
+    """The notebook quotes benchmark/results/long_chains.json, which `python -m benchmark.long_chains` wrote, measured
+    with the deployment options that serve_qwq_32b.yaml has now."""
+    from benchmark.config import llm_config
+    from benchmark.long_chains import deployment_config, outcome, table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "long_chains.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert table(results) in readme
+    assert outcome(results) in " ".join(readme.split())
+    for settings, run in results["runs"].items():
+        assert run["deployment_config"] == llm_config(deployment_config(settings, 2))["deployment_config"]
+
+
 def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
     """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
     names the file in its first line."""
