@@ -10,12 +10,8 @@ llm_config = LLMConfig(
         # A second replica when the replicas average more than 16 requests in flight. Set the target: Ray Serve
         # LLM's default is 10^9, and with it the second replica never comes.
         autoscaling_config=dict(min_replicas=1, max_replicas=2, target_ongoing_requests=16),
-        # A replica that stops (a scale-down, a redeploy) first finishes its chains, for up to 15 minutes: a
-        # 32k-token chain at 40 tokens/s. Serve's default, 20 s (35 s here), cuts every chain that needs longer.
-        graceful_shutdown_timeout_s=900,
-        # Past 64 chains in flight per replica and 64 waiting at the proxy, refuse at once (503) instead of
-        # queueing for minutes.
-        max_ongoing_requests=64,
+        graceful_shutdown_timeout_s=900,  # a stopping replica finishes its chains first (Serve's default: 20 s)
+        max_ongoing_requests=64,  # chains per replica; 64 more wait at the proxy, the rest get 503 at once
         max_queued_requests=64,
     ),
     engine_kwargs=dict(
