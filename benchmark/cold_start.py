@@ -88,6 +88,63 @@ def served_by(log_folders):
     return found
 
 
+DEPLOYMENT = "LLMServer:tiny-reasoner"  # the model's deployment in the tutorial's CPU application
+
+
+class ServeLogs:
+    """Serve's logs of a one-node cluster whose Ray files are under `ray_tmp`: the controller's decisions and each
+    model replica's own log."""
+
+    def __init__(self, ray_tmp):
+        self.folder = Path(ray_tmp) / "ray" / "session_latest" / "logs"  # Ray's log folder of the node
+        self.logs = self.folder / "serve"
+
+    def controller(self):
+        return list(self.logs.glob("controller_[0-9]*.log"))  # not the app builders' controller_build_*.log
+
+    def first(self, pattern, since=None):
+        """When the controller first logged a line matching `pattern` (at or after `since`)."""
+        return first_time(self.controller(), pattern, since=since)
+
+    def controller_lines(self, pattern):
+        """[(match, when)] for every controller line matching `pattern`, in the order logged."""
+        found = []
+        for path in self.controller():
+            for line in path.read_text(errors="replace").splitlines():
+                match = re.search(pattern, line)
+                if match:
+                    found.append((match, line_time(line)))
+        return found
+
+    def started_replicas(self):
+        """[(id, when it started successfully)] of the model's replicas, in order."""
+        pattern = rf"Replica\(id='(\w+)', deployment='{DEPLOYMENT}'.*started successfully"
+        return [(match[1], at) for match, at in self.controller_lines(pattern)]
+
+    def stopped_replica(self, since):
+        """(id, when) of the first model replica that Serve told to stop at or after `since`."""
+        pattern = rf"Stopping Replica\(id='(\w+)', deployment='{DEPLOYMENT}'"
+        return next(((match[1], at) for match, at in self.controller_lines(pattern) if at >= since), (None, None))
+
+    def first_answer(self, replica, since=None):
+        """When the replica's own log first shows a chat request it answered (at or after `since`)."""
+        return first_time(list(self.logs.glob(f"replica_*_{replica}.log")), ANSWERED, since=since)
+
+    def answers(self, replica):
+        return sum(
+            len(re.findall(ANSWERED, path.read_text(errors="replace")))
+            for path in self.logs.glob(f"replica_*_{replica}.log")
+        )
+
+    def replicas_answering(self, since):
+        """The ids of the model replicas whose log shows a chat request answered at or after `since`."""
+        return {
+            re.search(r"_(\w+)\.log$", path.name)[1]
+            for path in replica_logs([self.folder])
+            if first_time([path], ANSWERED, since=since)
+        }
+
+
 def phases(started, moments):
     """[(phase, start, seconds)] relative to `started`, for the milestones that were reached, in order."""
     result, previous = [], started

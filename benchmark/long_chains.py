@@ -28,16 +28,14 @@ import asyncio
 import copy
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 from benchmark import servers
-from benchmark.cold_start import ANSWERED, first_time, line_time, served_by
+from benchmark.cold_start import DEPLOYMENT, ServeLogs, served_by
 from benchmark.config import llm_config, load
 from benchmark.load import default_prompts, stream_chat
 
@@ -51,9 +49,7 @@ DOWN_STREAMS = 12  # below the target of one replica: Serve removes the second
 DOWNSCALE_DELAY_S = 60  # long enough for every stream to have a chain in flight
 STAGGER_S = 4  # between the streams' first chains, so that at any moment some chains have just begun
 OVERLOAD_REQUESTS = 200
-DEPLOYMENT = "LLMServer:tiny-reasoner"
 STOP_OLD = "Serve told the old replica to stop"
-STOPPING = rf"Stopping Replica\(id='(\w+)', deployment='{DEPLOYMENT}'"
 
 
 def deployment_config(settings, initial_replicas):
@@ -133,46 +129,6 @@ def ending(entry):
     return "cut" if entry["status"] == 200 else "refused"
 
 
-class ServeLogs:
-    """Serve's logs of a one-node cluster whose files are under `ray_tmp`."""
-
-    def __init__(self, ray_tmp):
-        self.folder = Path(ray_tmp, "ray", "session_latest", "logs")
-
-    def controller(self):
-        return list(self.folder.glob("serve/controller_[0-9]*.log"))  # not the builders' controller_build_*.log
-
-    def first(self, pattern, since):
-        return first_time(self.controller(), pattern, since=since)
-
-    def stopped_replica(self, since):
-        """(replica id, when) of the first model replica that Serve told to stop after `since`."""
-        for path in self.controller():
-            for line in path.read_text(errors="replace").splitlines():
-                found = re.search(STOPPING, line)
-                if found and line_time(line) >= since:
-                    return found[1], line_time(line)
-        return None, None
-
-    def started_replicas(self):
-        """The ids of the model replicas that Serve started successfully."""
-        pattern = rf"Replica\(id='(\w+)', deployment='{DEPLOYMENT}'.*started successfully"
-        return {
-            found[1] for path in self.controller() for found in re.finditer(pattern, path.read_text(errors="replace"))
-        }
-
-    def replicas_answering(self, since):
-        """The ids of the model replicas whose log shows a chat request answered after `since`."""
-        answering = set()
-        for path in self.folder.glob(f"serve/replica_*{DEPLOYMENT.replace(':', '_')}_*.log"):
-            if first_time([path], ANSWERED, since=since):
-                answering.add(re.search(r"_(\w+)\.log$", path.name)[1])
-        return answering
-
-    def replica_log(self, replica):
-        return next(self.folder.glob(f"serve/replica_*_{replica}.log"), None)
-
-
 async def wait_for(condition, timeout_s, what):
     deadline = time.time() + timeout_s
     while not condition():
@@ -209,7 +165,7 @@ async def redeploy(chains, logs, cluster, config, args):
     moments = {}
     # Deploy as a chain begins, so that one chain in flight needs about a whole chain's time after the stop.
     await wait_for(lambda: time.time() - chains.log[-1]["sent"] < 1, args.timeout, "a chain beginning")
-    await asyncio.to_thread(cluster.run, "serve", "deploy", write_config(changed))
+    await asyncio.to_thread(cluster.run, "serve", "deploy", servers.write_config(changed))
     await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping the old replica")
     replica, moments[STOP_OLD] = logs.stopped_replica(began)
     await wait_for(lambda: logs.replicas_answering(began) - before, args.timeout, "a new replica answering")
@@ -220,12 +176,6 @@ async def redeploy(chains, logs, cluster, config, args):
     )
     await chains.until_ended(chains.in_flight(moments[STOP_OLD]))
     return replica, moments
-
-
-def write_config(config):
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(config, f)
-    return f.name
 
 
 async def overload(client, count, hold_s=30):

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from benchmark import report, servers
-from benchmark.cold_start import ANSWERED, READY, first_time, replica_logs, served_by
+from benchmark.cold_start import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
 from benchmark.config import llm_config, load
 from benchmark.load import default_prompts, stream_chat
 
@@ -42,7 +42,6 @@ CONCURRENCY = 4
 MAX_TOKENS = 192  # with ignore_eos: every chain streams for about a second, so that some are in flight at the kill
 PAUSE_S = 1.0  # between one stream's chains: a load that leaves the replacement replica CPU time to start on 2 cores
 CPUS_PER_NODE = 2  # one replica of the tiny model (its engine and its actor) per node
-DEPLOYMENT = "LLMServer:tiny-reasoner"
 NODE_DEAD = r"Node is dead"  # the GCS log line of a node it gave up on (its health check failed)
 
 

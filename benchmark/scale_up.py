@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -26,14 +25,13 @@ import httpx
 import yaml
 
 from benchmark import report, servers
-from benchmark.cold_start import ANSWERED, first_time, line_time
+from benchmark.cold_start import DEPLOYMENT, ServeLogs
 from benchmark.config import llm_config
 from benchmark.load import default_prompts, stream_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
 MAX_TOKENS = 64  # short requests: the log shows a request when it ends
-DEPLOYMENT = "LLMServer:tiny-reasoner"
 
 
 def scaled_config():
@@ -71,41 +69,15 @@ async def load_until(base_url, done, timeout_s):
     return counts
 
 
-class ReplicaLogs:
-    """The moments of a scale-up in Serve's logs of the cluster whose files are under `ray_tmp`."""
-
-    def __init__(self, ray_tmp):
-        self.logs = Path(ray_tmp) / "ray" / "session_latest" / "logs" / "serve"
-
-    def controller(self):
-        return list(self.logs.glob("controller_[0-9]*.log"))  # not the app builders' controller_build_*.log
+class ReplicaLogs(ServeLogs):
+    """The moments of a scale-up in Serve's logs."""
 
     def upscaled(self):
-        return first_time(self.controller(), rf"Upscaling Deployment\(name='{DEPLOYMENT}'.* from 1 to 2 replicas")
-
-    def started_replicas(self):
-        """[(id, when it started successfully)] of the model's replicas, in order."""
-        started = []
-        for path in self.controller():
-            for line in path.read_text(errors="replace").splitlines():
-                found = re.search(rf"Replica\(id='(\w+)', deployment='{DEPLOYMENT}'.*started successfully", line)
-                if found:
-                    started.append((found[1], line_time(line)))
-        return started
+        return self.first(rf"Upscaling Deployment\(name='{DEPLOYMENT}'.* from 1 to 2 replicas")
 
     def new_replica(self, first_replica):
         """The id of the replica the upscale started, and when it started successfully."""
         return next(((id_, at) for id_, at in self.started_replicas() if id_ != first_replica), (None, None))
-
-    def first_answer(self, replica):
-        """When the replica's own log first shows a chat request it answered."""
-        return first_time(list(self.logs.glob(f"replica_*_{replica}.log")), ANSWERED)
-
-    def answers(self, replica):
-        return sum(
-            len(re.findall(ANSWERED, path.read_text(errors="replace")))
-            for path in self.logs.glob(f"replica_*_{replica}.log")
-        )
 
 
 def table(results):

@@ -63,6 +63,13 @@ def wait_for_answer(base_url, model, started, timeout=600, headers=None, alive=l
     raise TimeoutError(f"{model} did not answer at {base_url} within {timeout}s")
 
 
+def write_config(config):
+    """A Serve config (a dict) written to a temp file, for `serve deploy`; returns its path."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(config, f)
+    return f.name
+
+
 class RayCluster:
     """A Ray cluster on this machine, started and stopped with local_cluster.py, as the notebook does.
 
@@ -95,9 +102,7 @@ class RayCluster:
         """`serve deploy` a config (a file, or a dict written to one), then wait for a real answer; return the
         seconds that took. A deployment that fails ends the wait at once, with Serve's status in the error."""
         if isinstance(config, dict):
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-                yaml.safe_dump(config, f)
-            config = f.name
+            config = write_config(config)
         started = time.time()
         self.run("serve", "deploy", str(config))
         last_check = [time.time()]
