@@ -21,6 +21,8 @@ export RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1 RAY_SERVE_ENABLE_HA_PROXY=1
 # HAProxy asks for about 2.5 file descriptors per connection it may hold (Ray 2.60's default: 4,096 connections),
 # and fails to start if the machine allows fewer.
 export RAY_SERVE_HAPROXY_MAXCONN=4096
+# After a reload, HAProxy's old process may serve 1,800 s, not Ray's 120, so its long chains finish (Appendix C).
+export RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S=1800
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 10340 ]; then
   echo "HAProxy needs about 10,340 file descriptors; ulimit -Hn allows $(ulimit -Hn): lower RAY_SERVE_HAPROXY_MAXCONN" >&2
 fi

@@ -1,11 +1,12 @@
 """Long chains through production operations: a scale-down, a redeploy and an overload, measured with Ray Serve's
-defaults and with the tutorial's settings (serve_qwq_32b.yaml's deployment_config).
+defaults, with serve_qwq_32b.yaml's deployment options alone, and with the tutorial's settings (those options, and
+tutorial_env.sh's RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S).
 
-    python -m benchmark.long_chains --out benchmark/results/long_chains.json   # about 20 minutes on 2 cores
+    python -m benchmark.long_chains --out benchmark/results/long_chains.json   # about 35 minutes on 2 cores
 
 The tutorial's CPU application on a cluster of 4 logical CPUs (two replicas of 2 CPUs fit), with the QwQ app's
-autoscaling (1 to 2 replicas, target 16 requests per replica) and, for the "tutorial" run, its other deployment
-options. One change for both runs, to keep the run short: Serve waits downscale_delay_s (600 s by default) before it
+autoscaling (1 to 2 replicas, target 16 requests per replica) and, but for the "defaults" run, its other deployment
+options. One change for every run, to keep the run short: Serve waits downscale_delay_s (600 s by default) before it
 removes a replica; here DOWNSCALE_DELAY_S.
 
 Under a steady load of streamed chains of MAX_TOKENS tokens (ignore_eos: every chain is that long), the streams'
@@ -52,12 +53,20 @@ OVERLOAD_REQUESTS = 200
 STOP_OLD = "Serve told the old replica to stop"
 
 
+SETTINGS = {
+    "defaults": "Ray's defaults",
+    "options": "the deployment options alone",
+    "tutorial": "the tutorial's settings",
+}
+RAY_HARD_STOP_AFTER_S = "120"  # Ray 2.60's default: HAProxy's old process is killed 120 s after a reload
+
+
 def deployment_config(settings, initial_replicas):
-    """serve_tiny_reasoner.yaml with serve_qwq_32b.yaml's autoscaling, and with its other deployment options if
-    settings is "tutorial" (else Ray Serve's defaults)."""
+    """serve_tiny_reasoner.yaml with serve_qwq_32b.yaml's autoscaling, and with its other deployment options unless
+    settings is "defaults" (Ray Serve's defaults)."""
     config = load("serve_tiny_reasoner.yaml")
     qwq = llm_config(load("serve_qwq_32b.yaml"))["deployment_config"]
-    options = copy.deepcopy(qwq if settings == "tutorial" else {"autoscaling_config": qwq["autoscaling_config"]})
+    options = copy.deepcopy(qwq if settings != "defaults" else {"autoscaling_config": qwq["autoscaling_config"]})
     options["autoscaling_config"].update(downscale_delay_s=DOWNSCALE_DELAY_S, initial_replicas=initial_replicas)
     llm = llm_config(config)
     llm["deployment_config"] = options
@@ -261,9 +270,6 @@ async def measure(cluster, logs, config, args):
     }
 
 
-SETTINGS = {"defaults": "Ray's defaults", "tutorial": "the tutorial's settings"}
-
-
 def table(results):
     """The notebook's table: what each operation did to the chains, with Ray's defaults and the tutorial's settings."""
     runs = {SETTINGS[name]: run for name, run in results["runs"].items()}
@@ -288,14 +294,18 @@ def table(results):
 
 
 def outcome(results):
-    """What the notebook says of a run, in numbers (tests/test_generated_files.py checks that it quotes this)."""
-    defaults, tutorial = results["runs"]["defaults"], results["runs"]["tutorial"]
+    """What the notebook says of the runs, in numbers (tests/test_generated_files.py checks that it quotes this)."""
+    defaults, options, tutorial = (results["runs"][name] for name in SETTINGS)
 
     def stopped(run, event, key):
         return run[event]["in_flight_when_serve_told_the_replica_to_stop"][key]
 
     def cut_later(event):  # chains of the step that broke off, less those in flight at the stop
-        return tutorial[event]["chains"]["cut"] - stopped(tutorial, event, "cut")
+        return options[event]["chains"]["cut"] - stopped(options, event, "cut")
+
+    def cut_count(run):
+        count = sum(run[event]["chains"]["cut"] for event in ("scale-down", "redeploy"))
+        return "no chain was cut" if count == 0 else f"{count} chain{'s were' if count > 1 else ' was'} cut"
 
     seconds = tutorial["redeploy"]["seconds"]
     overload = tutorial["overload"]
@@ -303,22 +313,33 @@ def outcome(results):
         f"With Ray's defaults, Serve killed the stopping replica 35 s after it told it to stop, and with it "
         f"{stopped(defaults, 'scale-down', 'cut')} of the {stopped(defaults, 'scale-down', 'count')} chains in flight "
         f"at the scale-down and {stopped(defaults, 'redeploy', 'cut')} of the {stopped(defaults, 'redeploy', 'count')} "
-        f"at the redeploy. With the tutorial's settings none of those was cut: the replica stayed until the last "
-        f"ended, {stopped(tutorial, 'scale-down', 'seconds_the_last_ran_after_the_stop')} s and "
-        f"{stopped(tutorial, 'redeploy', 'seconds_the_last_ran_after_the_stop')} s after the stop. But "
+        f"at the redeploy. With the deployment options alone none of those was cut, but "
         f"{cut_later('scale-down')} chains that began after the scale-down's stop and {cut_later('redeploy')} after "
-        f"the redeploy's broke off mid-stream all the same, each group at one moment. A redeploy of one replica stops "
-        f"it before its successor starts: {seconds['a new replica answered'] - seconds[STOP_OLD]:.0f} s passed from "
-        f"the stop to the new replica's first answer, and {tutorial['redeploy']['chains']['refused']} requests got "
-        f"503 meanwhile. Under the overload, the tutorial's settings let {overload['accepted']} chains run, queued "
-        f"{overload['no_status']} and refused {overload['refused']} with 503, the slowest refusal after "
+        f"the redeploy's broke off mid-stream, each group {options['haproxy_hard_stop_after_s']} s after a reload of "
+        f"HAProxy. With the tutorial's settings {cut_count(tutorial)}: the stopping replica stayed until its last "
+        f"chain ended, {stopped(tutorial, 'scale-down', 'seconds_the_last_ran_after_the_stop')} s and "
+        f"{stopped(tutorial, 'redeploy', 'seconds_the_last_ran_after_the_stop')} s after the stop. A redeploy of one "
+        f"replica stops it before its successor starts: "
+        f"{seconds['a new replica answered'] - seconds[STOP_OLD]:.0f} s passed from the stop to the new replica's "
+        f"first answer, and {tutorial['redeploy']['chains']['refused']} requests got 503 meanwhile. Under the "
+        f"overload, the tutorial's settings let {overload['accepted']} chains run, queued {overload['no_status']} and "
+        f'refused {overload["refused"]} with 503 ("{overload["refusal_body"]}"), the slowest refusal after '
         f"{overload['slowest_refusal_s']} s; Ray's defaults took all {defaults['overload']['accepted']}."
     )
 
 
+def haproxy_hard_stop_after_s(settings):
+    """How long HAProxy's old process may serve its connections after a reload: tutorial_env.sh's for "tutorial", else
+    Ray's default."""
+    tutorial = servers.TUTORIAL_RAY_ENV["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]
+    return tutorial if settings == "tutorial" else RAY_HARD_STOP_AFTER_S
+
+
 def run(settings, args):
     ray_tmp = tempfile.mkdtemp(prefix="lc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp})
+    cluster = servers.RayCluster(
+        {"RAY_TMPDIR": ray_tmp, "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": haproxy_hard_stop_after_s(settings)}
+    )
     config = deployment_config(settings, initial_replicas=1 if args.scale_up else 2)
     try:
         cluster.start("--num-cpus=4")
@@ -326,21 +347,35 @@ def run(settings, args):
         results = asyncio.run(measure(cluster, ServeLogs(ray_tmp), config, args))
     finally:
         cluster.stop()
-    return {"deployment_config": llm_config(config)["deployment_config"], **results}
+    hard_stop = int(cluster.env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"])
+    return {
+        "deployment_config": llm_config(config)["deployment_config"],
+        "haproxy_hard_stop_after_s": hard_stop,
+        **results,
+    }
 
 
 def main():
     servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "long_chains.json")
-    parser.add_argument("--settings", nargs="+", default=["defaults", "tutorial"], choices=["defaults", "tutorial"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--scale-up", action="store_true", help="start with one replica and let the load add one")
     parser.add_argument("--timeout", type=float, default=900, help="give up on a step after this")
+    parser.add_argument("--merge", action="store_true", help="keep the runs already in --out, replace those run")
     args = parser.parse_args()
+    load = {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS}
+    runs = {}
+    if args.merge and args.out.exists():
+        kept = json.loads(args.out.read_text())
+        if kept["load"] != load:
+            parser.error(f"{args.out} was measured with another load ({kept['load']}): run both settings")
+        runs = kept["runs"]
+    runs.update({settings: run(settings, args) for settings in args.settings})
     results = {
         "machine": f"{os.cpu_count()} cores, a cluster of 4 logical CPUs",
-        "load": {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS},
-        "runs": {settings: run(settings, args) for settings in args.settings},
+        "load": load,
+        "runs": {settings: runs[settings] for settings in SETTINGS if settings in runs},
     }
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_URL = "http://127.0.0.1:8000/v1"
 # What the notebook's setup cell sets for every `ray` and `serve` command (tests/test_generated_files.py keeps them
-# equal): token authentication, Ray's servers on loopback, and direct streaming behind HAProxy.
+# equal): token authentication, Ray's servers on loopback, direct streaming behind HAProxy, and HAProxy's reloads
+# not cutting long chains.
 TUTORIAL_RAY_ENV = {
     "RAY_AUTH_MODE": "token",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_MAXCONN": "4096",
+    "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": "1800",
 }
 # Ray Serve LLM's standard path: an OpenAI ingress replica relays the stream, Serve's proxy in front.
 STANDARD_PATH = {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}

@@ -176,9 +176,9 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
 
 def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     """The notebook quotes benchmark/results/long_chains.json, which `python -m benchmark.long_chains` wrote, measured
-    with the deployment options that serve_qwq_32b.yaml has now."""
+    with the deployment options that serve_qwq_32b.yaml has now and the HAProxy setting of tutorial_env.sh."""
     from benchmark.config import llm_config
-    from benchmark.long_chains import deployment_config, outcome, table
+    from benchmark.long_chains import deployment_config, haproxy_hard_stop_after_s, outcome, table
 
     results = json.loads((ROOT / "benchmark" / "results" / "long_chains.json").read_text())
     readme = (ROOT / "README.md").read_text()
@@ -186,6 +186,7 @@ def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     assert outcome(results) in " ".join(readme.split())
     for settings, run in results["runs"].items():
         assert run["deployment_config"] == llm_config(deployment_config(settings, 2))["deployment_config"]
+        assert str(run["haproxy_hard_stop_after_s"]) == haproxy_hard_stop_after_s(settings)
 
 
 def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
