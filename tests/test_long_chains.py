@@ -1,0 +1,51 @@
+"""Long chains survive a scale-down and a redeploy with the tutorial's settings, and an overloaded deployment refuses
+at once: benchmark/long_chains.py run as a reader would, with serve_qwq_32b.yaml's deployment options and
+tutorial_env.sh's HAProxy setting, held to that (about 12 minutes on 2 cores).
+
+The chains outlast Ray's default grace period (checked below), so the test fails if the deployment options stop doing
+their job; with Ray's HAProxy default the chains that begin after a stop break off (5 and 12 of them, measured in
+benchmark/results/long_chains.json), so it fails if tutorial_env.sh's setting does."""
+
+import json
+import subprocess
+import sys
+
+from benchmark.config import llm_config, load
+from benchmark.servers import ROOT
+
+# Serve's default graceful_shutdown_timeout_s (20 s), which Serve raises to 35 s for a replica behind HAProxy (its
+# controller logs "Raising graceful_shutdown_timeout_s ... from 20.0s to 35.0s").
+RAY_DEFAULT_GRACE_S = 35
+
+
+def test_the_tutorials_settings_cut_no_chain_and_refuse_an_overload_at_once(no_cluster, tmp_path):
+    out = tmp_path / "long_chains.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark.long_chains", "--settings", "tutorial", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"]["tutorial"]
+    for event in ("scale-down", "redeploy"):
+        in_flight = run[event]["in_flight_when_serve_told_the_replica_to_stop"]
+        # The replica stopped with chains in it that needed longer than Ray's default gives them...
+        assert in_flight["count"] > 0, run[event]
+        assert in_flight["seconds_the_last_ran_after_the_stop"] > RAY_DEFAULT_GRACE_S, run[event]
+        # ...and every one of them finished, and no chain of the step broke off, also none begun after the stop.
+        assert in_flight["completed"] == in_flight["count"], run[event]["cut_chains"]
+        assert run[event]["chains"]["cut"] == 0, run[event]["cut_chains"]
+        assert run[event]["chains"]["completed"] > in_flight["count"], run[event]["chains"]
+
+    # Overloaded, one replica runs max_ongoing_requests, queues max_queued_requests and refuses the rest at once, with
+    # a 503 that says why.
+    options = llm_config(load("serve_qwq_32b.yaml"))["deployment_config"]
+    overload = run["overload"]
+    assert overload["accepted"] == options["max_ongoing_requests"], overload
+    assert overload["no_status"] == options["max_queued_requests"], overload
+    assert overload["refused"] == overload["requests"] - overload["accepted"] - overload["no_status"] > 0, overload
+    assert overload["statuses"] == ["200", "503", "None"], overload
+    assert overload["slowest_refusal_s"] < 5, overload
+    assert "backpressure" in overload["refusal_body"], overload
