@@ -1,11 +1,13 @@
-"""api_key_ingress.py, deployed the way the notebook says: only the right bearer token gets through. The same
-deployment also carries an HF_TOKEN in its runtime_env (the way the README warns against), to check where it shows
-up."""
+"""api_key_middleware.py, deployed the way the notebook says, with direct streaming: only the right bearer token gets
+through, on every path. The same deployment also carries an HF_TOKEN in its runtime_env (the way the README warns
+against), to check where it shows up."""
 
 import os
 import secrets
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import yaml
@@ -23,11 +25,9 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     key = shared_cluster.API_KEY  # in the cluster's environment, as the notebook says to start Ray
     app = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())["applications"][0]
     app["name"], app["route_prefix"] = "secure", "/secure"
-    # A custom ingress needs Ray Serve LLM's standard path: direct streaming off for this application, and an
-    # ingress replica that asks for no CPU of its own (on 2 cores the engines take what Ray has).
-    app["runtime_env"] = {"env_vars": {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0"}}
-    app["args"]["ingress_cls_config"] = {"ingress_cls": "api_key_ingress:ApiKeyIngress"}
-    app["args"]["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
+    # The notebook's one line for the config file; the cluster runs direct streaming (tutorial_env.sh).
+    assert TUTORIAL_RAY_ENV["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] == "1"
+    app_llm_config(app)["engine_kwargs"]["middleware"] = ["api_key_middleware.RequireApiKey"]
     hf_token = "hf_canary_" + secrets.token_hex(8)
     app_llm_config(app)["runtime_env"]["env_vars"]["HF_TOKEN"] = hf_token
     shared_cluster.deploy(app)
@@ -63,6 +63,9 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
             ("/v1/completions", "POST", {"model": "tiny-reasoner", "prompt": "Hi", "max_tokens": 2}),
             ("/tokenize", "POST", {"model": "tiny-reasoner", "prompt": "Hi"}),
             ("/v1/models", "GET", None),
+            # Paths vLLM's own key (VLLM_API_KEY) leaves open: its SageMaker route, and its metrics.
+            ("/invocations", "POST", chat),
+            ("/metrics", "GET", None),
         ]:
             reply = httpx.request(method, BASE + path, json=body, headers=headers, timeout=60)
             results[(name, path, bool(body and body.get("stream")))] = reply.status_code
@@ -74,10 +77,21 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
             f"{name:20} {path:22} stream={stream!s:5} -> {status}" for (name, path, stream), status in results.items()
         )
     )
-    # With the right key every request reaches the model server; /tokenize then answers 400 on this model, which
-    # is vLLM's answer, not the key check's.
-    expected = {(n, p, s): (401 if n != "right key" else 400 if p == "/tokenize" else 200) for n, p, s in results}
+    # With the right key every request reaches vLLM's server, which answers it.
+    expected = {(n, p, s): (401 if n != "right key" else 200) for n, p, s in results}
     wrong = {k: status for k, status in results.items() if status != expected[k]}
     assert not wrong, wrong
+    # The requests took the direct path: the replica's own server answered (its log has the request), not Serve's
+    # proxy, the fallback behind HAProxy (whose log would have it too).
+    request_id = "api-key-direct-" + secrets.token_hex(4)
+    headers = {"Authorization": f"Bearer {key}", "x-request-id": request_id}
+    assert httpx.post(BASE + "/v1/chat/completions", json=chat, headers=headers, timeout=60).status_code == 200
+    replica_logs = list(Path(LOGS, "serve").glob("replica_secure_LLMServer*.log"))
+    deadline = time.time() + 10  # a replica writes its access log line when the request ends
+    while not files_containing(request_id, *replica_logs) and time.time() < deadline:
+        time.sleep(0.5)
+    assert replica_logs and files_containing(request_id, *replica_logs)
+    proxy_logs = list(Path(LOGS, "serve").glob("proxy_*.log"))
+    assert proxy_logs and not files_containing(request_id, *proxy_logs)
     # The key is in no file the deployment wrote.
     assert not files_containing(key, LOGS)
