@@ -337,9 +337,8 @@ def haproxy_hard_stop_after_s(settings):
 
 def run(settings, args):
     ray_tmp = tempfile.mkdtemp(prefix="lc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    cluster = servers.RayCluster(
-        {"RAY_TMPDIR": ray_tmp, "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": haproxy_hard_stop_after_s(settings)}
-    )
+    hard_stop = haproxy_hard_stop_after_s(settings)
+    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": hard_stop})
     config = deployment_config(settings, initial_replicas=1 if args.scale_up else 2)
     try:
         cluster.start("--num-cpus=4")
@@ -347,10 +346,9 @@ def run(settings, args):
         results = asyncio.run(measure(cluster, ServeLogs(ray_tmp), config, args))
     finally:
         cluster.stop()
-    hard_stop = int(cluster.env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"])
     return {
         "deployment_config": llm_config(config)["deployment_config"],
-        "haproxy_hard_stop_after_s": hard_stop,
+        "haproxy_hard_stop_after_s": int(hard_stop),
         **results,
     }
 
