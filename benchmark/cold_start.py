@@ -11,7 +11,6 @@ caches the start before them left. Writes the JSON and a timeline plot beside it
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
@@ -21,10 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmark import servers
-from benchmark.config import engine_cli_args, engine_env, llm_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmark.stats import machine
+from harness import servers
+from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config, ray_logs
 
 # The moments a cold start passes, in order, each the end of a phase: (phase, log file, regex of the line).
 # vLLM's lines carry the time to the second; Ray's to the millisecond.
@@ -88,7 +86,7 @@ def served_by(log_folders):
     return found
 
 
-DEPLOYMENT = "LLMServer:tiny-reasoner"  # the model's deployment in the tutorial's CPU application
+DEPLOYMENT = f"LLMServer:{MODEL_ID}"  # the model's deployment in the tutorial's CPU application
 
 
 class ServeLogs:
@@ -96,7 +94,7 @@ class ServeLogs:
     model replica's own log."""
 
     def __init__(self, ray_tmp):
-        self.folder = Path(ray_tmp) / "ray" / "session_latest" / "logs"  # Ray's log folder of the node
+        self.folder = ray_logs(ray_tmp)  # Ray's log folder of the node
         self.logs = self.folder / "serve"
 
     def controller(self):
@@ -181,8 +179,10 @@ def bare_start(config, cache_root, engine_args=(), env=None):
     return started, moments
 
 
-def tutorial_start(cache_root, extra_env=None):
-    """The notebook's steps on a new cluster (Ray's files in a temp folder of their own); their milestones."""
+def tutorial_start(config_path, cache_root, extra_env=None):
+    """The notebook's steps on a new cluster (Ray's files in a temp folder of their own), `serve run` given the Serve
+    config file at `config_path` (the notebook's application, as serve_tiny_reasoner.yaml holds it); their
+    milestones."""
     ray_tmp = tempfile.mkdtemp(prefix="cs-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, **compile_caches(cache_root), **(extra_env or {})})
     moments = {}
@@ -193,10 +193,10 @@ def tutorial_start(cache_root, extra_env=None):
         moments["ray start (local_cluster.py start)"] = time.time()
         cluster.run("serve", "start", "--http-host", "127.0.0.1")
         moments["serve start: Serve's controller, HAProxy"] = time.time()
-        cluster.run("serve", "run", "serve_tiny_reasoner:app", "--non-blocking", timeout=900)
+        cluster.run("serve", "run", str(config_path), "--non-blocking", timeout=900)
         run_returned = time.time()
-        answered = started + servers.wait_for_answer(servers.SERVE_URL, "tiny-reasoner", started)
-        logs = Path(ray_tmp) / "ray" / "session_latest" / "logs"
+        answered = started + servers.wait_for_answer(servers.SERVE_URL, MODEL_ID, started)
+        logs = ray_logs(ray_tmp)
         files = {
             "controller": list(logs.glob("serve/controller_*.log")),
             "replica": list(logs.glob("serve/replica_*LLMServer*.log")),
@@ -270,8 +270,8 @@ def main():
         ("bare vLLM, AOT cache", lambda: bare_start(config, aot_cache, env=aot)),
         ("bare vLLM, AOT cache, second start", lambda: bare_start(config, aot_cache, env=aot)),
         ("bare vLLM, enforce_eager", lambda: bare_start(config, eager_cache, ["--enforce-eager"])),
-        ("tutorial", lambda: tutorial_start(ray_cache)),
-        ("tutorial, second start", lambda: tutorial_start(ray_cache)),
+        ("tutorial", lambda: tutorial_start(args.config, ray_cache)),
+        ("tutorial, second start", lambda: tutorial_start(args.config, ray_cache)),
     ]
     for name, run in runs:
         started, moments, *serve_run = run()
@@ -284,7 +284,7 @@ def main():
         print(
             f"{name:28} first answer after {total:6.1f} s" + "".join(f"\n  {p:45} {s:6.1f} s" for p, _, s in timeline)
         )
-    results = {"machine": f"{os.cpu_count()} cores", "config": args.config.name, "starts": starts}
+    results = {"machine": machine(), "config": args.config.name, "starts": starts}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     timeline_plot(results, args.out.with_suffix(".png"))

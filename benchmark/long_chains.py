@@ -33,14 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from benchmark import servers
 from benchmark.cold_start import DEPLOYMENT, ServeLogs, served_by
-from benchmark.config import llm_config, load
-from benchmark.load import default_prompts, stream_chat
+from benchmark.load import BROKEN, default_prompts, session, stream_chat
+from harness import servers
+from harness.config import MODEL_ID, ROOT, llm_config, load
 
-ROOT = Path(__file__).resolve().parent.parent
 # Chains of 3,900 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
 # has 4,096, it writes noise past them, but each token costs the engine what a real chain's token does.
 MAX_TOKENS = 3900
@@ -98,7 +95,7 @@ class Chains:
                 result = await stream_chat(
                     self.client,
                     servers.SERVE_URL,
-                    "tiny-reasoner",
+                    MODEL_ID,
                     self.prompts[len(self.log) % len(self.prompts)],
                     MAX_TOKENS,
                     {"ignore_eos": True},
@@ -106,7 +103,7 @@ class Chains:
                     progress=progress,
                 )
                 entry["done"] = result["done"]
-            except httpx.HTTPError as error:  # a reset or a closed connection
+            except BROKEN as error:  # a reset or a closed connection
                 entry["error"] = f"{type(error).__name__}: {error}"[:200]
             entry.update(status=progress.get("status"), tokens=progress.get("chunks", 0))
             entry["ended"] = time.time()
@@ -192,7 +189,7 @@ async def overload(client, count, hold_s=30):
     [(status, seconds until it came, body of a refusal)]; status None if none came in time."""
     answered = []
     body = {
-        "model": "tiny-reasoner",
+        "model": MODEL_ID,
         "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
         "stream": True,
         "max_tokens": MAX_TOKENS,
@@ -203,15 +200,15 @@ async def overload(client, count, hold_s=30):
         started, status, seconds, text = time.time(), None, hold_s, "no status within the hold"
         try:
             async with asyncio.timeout(hold_s):
-                async with client.stream("POST", f"{servers.SERVE_URL}/chat/completions", json=body) as reply:
-                    status, seconds = reply.status_code, round(time.time() - started, 2)
-                    text = "" if status == 200 else (await reply.aread()).decode(errors="replace")[:300]
+                async with client.post(f"{servers.SERVE_URL}/chat/completions", json=body) as reply:
+                    status, seconds = reply.status, round(time.time() - started, 2)
+                    text = "" if status == 200 else (await reply.read()).decode(errors="replace")[:300]
                     answered.append(status)
                     while len(answered) < count:  # hold the stream open: the server counts it in flight
                         await asyncio.sleep(0.2)
         except TimeoutError:
             pass
-        except httpx.HTTPError as error:
+        except BROKEN as error:
             text = f"{type(error).__name__}: {error}"[:300]
         return status, seconds, text
 
@@ -246,7 +243,7 @@ def summary(chains, event, replica, moments, served):
 
 
 async def measure(cluster, logs, config, args):
-    async with httpx.AsyncClient(timeout=1800, limits=httpx.Limits(max_connections=1000)) as client:
+    async with session(1000) as client:
         chains = Chains(client)
         try:
             down = await scale_down(chains, logs, args)

@@ -30,14 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from benchmark import report, servers
+from benchmark import report
 from benchmark.cold_start import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
-from benchmark.config import llm_config, load
-from benchmark.load import default_prompts, stream_chat
+from benchmark.load import BROKEN, default_prompts, session, stream_chat
+from harness import servers
+from harness.config import MODEL_ID, ROOT, llm_config, load, ray_logs
 
-ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 4
 MAX_TOKENS = 192  # with ignore_eos: every chain streams for about a second, so that some are in flight at the kill
 PAUSE_S = 1.0  # between one stream's chains: a load that leaves the replacement replica CPU time to start on 2 cores
@@ -60,7 +58,7 @@ async def steady_load(log, stop):
     """CONCURRENCY streams, each sending its next chain PAUSE_S after the last ended, until `stop` is set. Every
     request is logged as {id, sent, ended, status, done, error} (times from time.time())."""
     prompts = default_prompts(64)
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+    async with session(CONCURRENCY, timeout_s=600) as client:
 
         async def stream():
             while not stop.is_set():
@@ -70,14 +68,14 @@ async def steady_load(log, stop):
                     result = await stream_chat(
                         client,
                         servers.SERVE_URL,
-                        "tiny-reasoner",
+                        MODEL_ID,
                         prompts[len(log) % len(prompts)],
                         MAX_TOKENS,
                         {"ignore_eos": True},
                         headers={"x-request-id": entry["id"]},
                     )
                     entry.update(status=result["status"], done=result["done"])
-                except httpx.HTTPError as error:  # a reset or a closed connection: the chain was cut
+                except BROKEN as error:  # a reset or a closed connection: the chain was cut
                     entry["error"] = f"{type(error).__name__}: {error}"[:200]
                 entry["ended"] = time.time()
                 await asyncio.sleep(PAUSE_S)
@@ -118,7 +116,7 @@ async def load_for(log, seconds):
 def run(cluster, worker, spare, args):
     """The load, the kill and the recovery; every request, and the moments of it all (time.time())."""
     log, moments = [], {}
-    gcs_logs = list(Path(cluster.env["RAY_TMPDIR"], "ray", "session_latest", "logs").glob("gcs_server*.out"))
+    gcs_logs = list(ray_logs(cluster.env["RAY_TMPDIR"]).glob("gcs_server*.out"))
 
     def find(moment, files, pattern):
         at = moments.get(moment) or first_time(files, pattern, since=moments["worker node killed"])
@@ -135,9 +133,7 @@ def run(cluster, worker, spare, args):
             return log, moments
         time.sleep(1)
     asyncio.run(load_for(log, args.after_s))  # the load again, on both replicas
-    controller = list(
-        Path(cluster.env["RAY_TMPDIR"], "ray", "session_latest", "logs", "serve").glob("controller_[0-9]*")
-    )
+    controller = list((ray_logs(cluster.env["RAY_TMPDIR"]) / "serve").glob("controller_[0-9]*"))
     find("Serve saw its replica die and asked for a new one", controller, rf"Replica\(.*'{DEPLOYMENT}'.*crashed")
     find("replacement replica began initializing", replica_logs([spare.logs()]), r"Started initializing replica")
     find("replacement replica answered", replica_logs([spare.logs()]), ANSWERED)
@@ -212,7 +208,7 @@ def main():
 
     ray_tmp = tempfile.mkdtemp(prefix="nl-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp})
-    head_logs = Path(ray_tmp, "ray", "session_latest", "logs")
+    head_logs = ray_logs(ray_tmp)
     workers = []
     try:
         cluster.start(f"--num-cpus={CPUS_PER_NODE}", proxy_location="HeadOnly")

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.config import llm_config
+from harness.config import ROOT, llm_config
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tiny_reasoner"
 
 QWQ_32B = {

@@ -2,7 +2,7 @@
 
 import statistics
 
-from benchmark.stats import PROCESS_GROUPS, medians
+from benchmark.stats import PROCESS_GROUPS, medians_over_repeats
 
 
 def moments_table(seconds_after, since):
@@ -11,7 +11,7 @@ def moments_table(seconds_after, since):
     return "\n".join([f"| moment | seconds after {since} |", "| --- | ---: |", *rows])
 
 
-def measured(report):
+def servers_that_ran(report):
     """The servers that started and ran the load (a server that failed to start only has an "error")."""
     return {name: server for name, server in report["servers"].items() if "runs" in server}
 
@@ -23,21 +23,21 @@ def ms(seconds):
 def summary_table(report, concurrencies):
     """The side-by-side table, with ratios to the best bare vLLM run for each number (lowest latency, highest
     throughput): the hardest baseline."""
-    servers = measured(report)
-    m = {name: {c: medians(server, c) for c in concurrencies} for name, server in servers.items()}
+    servers = servers_that_ran(report)
+    numbers = {name: {c: medians_over_repeats(server, c) for c in concurrencies} for name, server in servers.items()}
     bare = [name for name in servers if name.startswith("bare vLLM")]
-    best = {"ttft_p50_s": min, "ttfa_p50_s": min, "output_tokens_per_s": max}
-    base = (
-        {c: {key: pick(m[name][c][key] for name in bare) for key, pick in best.items()} for c in concurrencies}
+    best = {"ttft_p50_s": min, "ttfo_p50_s": min, "output_tokens_per_s": max}
+    best_bare = (
+        {c: {key: pick(numbers[name][c][key] for name in bare) for key, pick in best.items()} for c in concurrencies}
         if bare
         else None
     )
 
     def ratio(value, key, c):
-        return f"{value / base[c][key]:.2f}×" if base and value is not None and base[c][key] else "–"
+        return f"{value / best_bare[c][key]:.2f}×" if best_bare and value is not None and best_bare[c][key] else "–"
 
     header = " | ".join(
-        f"TTFT p50 c={c} | vs best bare | first answer p50 c={c} | vs best bare | output tok/s c={c} | vs best bare"
+        f"TTFT p50 c={c} | vs best bare | TTFO p50 c={c} | vs best bare | output tok/s c={c} | vs best bare"
         for c in concurrencies
     )
     lines = [
@@ -48,12 +48,12 @@ def summary_table(report, concurrencies):
         cold_start = server["cold_start_s"]
         cells = [name, f"{cold_start:.0f} s" if cold_start is not None else "–"]
         for c in concurrencies:
-            ttft, ttfa, tps = (m[name][c][key] for key in ("ttft_p50_s", "ttfa_p50_s", "output_tokens_per_s"))
+            ttft, ttfo, tps = (numbers[name][c][key] for key in ("ttft_p50_s", "ttfo_p50_s", "output_tokens_per_s"))
             cells += [
                 ms(ttft),
                 ratio(ttft, "ttft_p50_s", c),
-                ms(ttfa),
-                ratio(ttfa, "ttfa_p50_s", c),
+                ms(ttfo),
+                ratio(ttfo, "ttfo_p50_s", c),
                 f"{tps:.0f}",
                 ratio(tps, "output_tokens_per_s", c),
             ]
@@ -65,7 +65,7 @@ def long_output_table(report):
     """For long outputs (every request reasons until max_tokens, no answer): per server and concurrency, the first
     token, the time per output token (each request's mean; p50 and p99 over the requests), the gaps between streamed
     chunks that a reader sees, and throughput; ratios to bare vLLM. Cold start on each server's first row."""
-    servers = measured(report)
+    servers = servers_that_ran(report)
     bare = servers.get("bare vLLM")
     lines = [
         "| config | cold start | c | TTFT p50 | vs bare | per token p50 / p99 | vs bare | chunk gap p50 / p99 "
@@ -73,37 +73,39 @@ def long_output_table(report):
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 
-    def ratio(m, base, key):
-        return f"{m[key] / base[key]:.2f}×" if base.get(key) and m[key] is not None else "–"
+    def ratio(server_numbers, bare_numbers, key):
+        value, baseline = server_numbers[key], bare_numbers.get(key)
+        return f"{value / baseline:.2f}×" if baseline and value is not None else "–"
 
-    def numbers(server, c):  # medians over the repeats, as in medians(), and of the stream's gaps
-        runs = [r for r in server["runs"] if r["concurrency"] == c]
+    def medians_and_gaps(server, c):  # medians over the repeats, as in medians_over_repeats(), and of the gaps
+        runs = [run for run in server["runs"] if run["concurrency"] == c]
         gaps = {
-            f"{metric}_{p}_s": statistics.median(r[f"{metric}_s"][p] for r in runs)
+            f"{metric}_{p}_s": statistics.median(run[f"{metric}_s"][p] for run in runs)
             for metric in ("itl", "chunk_gap")
             for p in ("p50", "p99")
         }
-        return {**medians(server, c), **gaps}
+        return {**medians_over_repeats(server, c), **gaps}
 
     for name, server in servers.items():
         for i, c in enumerate(report["concurrency"]):
-            m = numbers(server, c)
-            base = numbers(bare, c) if bare else {}
+            this = medians_and_gaps(server, c)
+            baseline = medians_and_gaps(bare, c) if bare else {}
             first_row = i == 0
             cold = f"{server['cold_start_s']:.0f} s" if first_row and server["cold_start_s"] is not None else ""
             lines.append(
-                f"| {name if first_row else ''} | {cold} | {c} | {ms(m['ttft_p50_s'])} | "
-                f"{ratio(m, base, 'ttft_p50_s')} | "
-                f"{m['itl_p50_s'] * 1000:.1f} / {m['itl_p99_s'] * 1000:.1f} ms | {ratio(m, base, 'itl_p50_s')} | "
-                f"{m['chunk_gap_p50_s'] * 1000:.0f} / {m['chunk_gap_p99_s'] * 1000:.0f} ms | "
-                f"{m['output_tokens_per_s']:.0f} | {ratio(m, base, 'output_tokens_per_s')} |"
+                f"| {name if first_row else ''} | {cold} | {c} | {ms(this['ttft_p50_s'])} | "
+                f"{ratio(this, baseline, 'ttft_p50_s')} | "
+                f"{this['itl_p50_s'] * 1000:.1f} / {this['itl_p99_s'] * 1000:.1f} ms | "
+                f"{ratio(this, baseline, 'itl_p50_s')} | "
+                f"{this['chunk_gap_p50_s'] * 1000:.0f} / {this['chunk_gap_p99_s'] * 1000:.0f} ms | "
+                f"{this['output_tokens_per_s']:.0f} | {ratio(this, baseline, 'output_tokens_per_s')} |"
             )
     return "\n".join(lines)
 
 
 def cpu_table(report, concurrency):
     """Where the cores went at one concurrency: cores each group of processes kept busy (median over repeats)."""
-    servers = measured(report)
+    servers = servers_that_ran(report)
     groups = [name for _, name in PROCESS_GROUPS] + ["benchmark client", "other"]
     cores = {
         name: {
@@ -128,7 +130,7 @@ def cpu_table(report, concurrency):
 def questions_table(report, servers=None):
     """When each of the notebook's questions starts its answer, and how many tokens it thinks and answers."""
     lines = [
-        "| config | question | first token | first answer token | last token | reasoning tokens | answer tokens |",
+        "| config | question | TTFT | TTFO (first answer token) | last token | reasoning tokens | answer tokens |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, server in report["servers"].items():
@@ -136,7 +138,7 @@ def questions_table(report, servers=None):
             continue
         for question, r in server.get("notebook_questions", {}).items():
             lines.append(
-                f"| {name} | {question} | {ms(r['ttft'])} | {ms(r['ttfa'])} | {ms(r['e2e'])} | "
+                f"| {name} | {question} | {ms(r['ttft'])} | {ms(r['ttfo'])} | {ms(r['e2e'])} | "
                 f"{r['reasoning_tokens']} | {r['answer_tokens']} |"
             )
     return "\n".join(lines)
@@ -152,9 +154,9 @@ def plot(report, path):
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     boxes = []
-    started = measured(report)
+    started = servers_that_ran(report)
     for name, server in started.items():
-        for concurrency, stats in server["ttfa_box_s"].items():
+        for concurrency, stats in server["ttfo_box_s"].items():
             if stats:
                 boxes.append(
                     {**{key: value * 1000 for key, value in stats.items()}, "label": f"{name}, c={concurrency}"}
@@ -165,7 +167,7 @@ def plot(report, path):
         left.text(0.5, 0.5, "no answer tokens: every request reasoned until max_tokens", ha="center")
     left.tick_params(axis="y", labelsize=7)
     left.invert_yaxis()
-    left.set_xlabel("time to first answer token (ms), all requests")
+    left.set_xlabel("TTFO: time to first answer token (ms), all requests")
     left.set_title("When the reader first sees the answer")
     for (name, server), colour in zip(started.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         points = [(t * 1000, i + 1, kind) for i, (t, kind) in enumerate(server["timeline"])]

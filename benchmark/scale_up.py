@@ -21,15 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 
-from benchmark import report, servers
+from benchmark import report
 from benchmark.cold_start import DEPLOYMENT, ServeLogs
-from benchmark.config import llm_config
-from benchmark.load import default_prompts, stream_chat
+from benchmark.load import default_prompts, session, stream_chat
+from harness import servers
+from harness.config import MODEL_ID, ROOT, llm_config
 
-ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
 MAX_TOKENS = 64  # short requests: the log shows a request when it ends
 
@@ -55,13 +54,13 @@ async def load_until(base_url, done, timeout_s):
             await asyncio.sleep(1)
         finished.set()
 
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+    async with session(CONCURRENCY, timeout_s=600) as client:
 
         async def stream(worker):
             sent = 0
             while not finished.is_set():
                 prompt = prompts[(worker + sent * CONCURRENCY) % len(prompts)]
-                result = await stream_chat(client, base_url, "tiny-reasoner", prompt, MAX_TOKENS, {"ignore_eos": True})
+                result = await stream_chat(client, base_url, MODEL_ID, prompt, MAX_TOKENS, {"ignore_eos": True})
                 counts["ok" if result["status"] == 200 and result["done"] else "failed"] += 1
                 sent += 1
 

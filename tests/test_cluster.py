@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
 from ci import listeners
+from harness.config import ROOT
+from harness.servers import TUTORIAL_RAY_ENV
 from tests.plugin import files_containing
 
 

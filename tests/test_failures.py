@@ -17,8 +17,8 @@ import time
 import yaml
 
 from benchmark.cold_start import first_time
-from benchmark.config import app_llm_config
-from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
+from harness.config import ROOT, app_llm_config, ray_logs
+from harness.servers import TUTORIAL_RAY_ENV
 
 
 def broken_app(name, change):
@@ -48,7 +48,7 @@ def wait_for(name, timeout_s=600):
 
 def session_logs(logs):
     """This test session's Ray log files that match `logs`, a glob under its logs folder."""
-    return glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", logs))
+    return glob.glob(str(ray_logs(os.environ["RAY_TMPDIR"]) / logs))
 
 
 def first_logged(pattern, logs, since):

@@ -1,16 +1,23 @@
 """The pure parts, without Ray or an engine: they run first and finish in seconds (`python -m pytest -m fast`), so a
 change is checked before the end-to-end tests start."""
 
+import json
+import re
+import subprocess
+import sys
 import time
 from datetime import datetime
 
 import pytest
 import yaml
 
+from benchmark import report
 from benchmark.cold_start import MILESTONES, line_time, phases
-from benchmark.config import engine_cli_args, llm_config
-from benchmark.servers import ROOT
-from benchmark.stats import percentiles
+from benchmark.load import broken
+from benchmark.peer_check import compare
+from benchmark.stats import machine, mismatches, percentiles, summarize
+from harness.config import PORTS, ROOT, engine_cli_args, llm_config
+from tests.plugin import files_containing
 
 pytestmark = pytest.mark.fast
 
@@ -23,7 +30,10 @@ def test_percentiles_take_the_value_at_each_rank_and_skip_missing_ones():
 
 def test_bare_vllm_gets_the_config_files_engine_arguments_as_flags():
     config = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
-    assert engine_cli_args(config) == ["--tensor-parallel-size", "8", "--max-model-len", "32768"]  # parser: its own
+    assert engine_cli_args(config) == [
+        *("--tensor-parallel-size", "8", "--max-model-len", "32768"),
+        *("--reasoning-parser", "deepseek_r1"),  # from the config, as every other argument
+    ]
     llm_config(config)["engine_kwargs"]["enforce_eager"] = True
     assert engine_cli_args(config)[-1] == "--enforce-eager"
 
@@ -74,3 +84,85 @@ def test_a_failed_replica_start_is_read_from_the_controllers_log(tmp_path, monke
     assert wait_for_model.replica_start_failed("no-engine", since=deployed)
     assert not wait_for_model.replica_start_failed("default", since=deployed)  # another application
     assert not wait_for_model.replica_start_failed("no-engine", since=deployed + 600)  # an earlier deployment's
+
+
+def server_row(ttft_s, ttfo_s, tokens_per_s, concurrency=1, repeats=3):
+    run = {"concurrency": concurrency, "ttft_s": {"p50": ttft_s}, "ttfo_s": {"p50": ttfo_s}}
+    return {"cold_start_s": 40.0, "runs": [{**run, "output_tokens_per_s": tokens_per_s}] * repeats}
+
+
+def test_the_summary_table_gives_ratios_to_the_best_bare_vllm_number_of_each_column():
+    results = {
+        "servers": {
+            "bare vLLM": server_row(0.100, 0.400, 400.0),
+            "bare vLLM, nice 15": server_row(0.080, 0.500, 500.0),  # best first token and throughput, not answer
+            "tutorial": server_row(0.160, 0.600, 250.0),
+            "broken": {"error": "did not start"},  # left out
+        }
+    }
+    tutorial = next(line for line in report.summary_table(results, [1]).splitlines() if line.startswith("| tutorial"))
+    assert tutorial == "| tutorial | 40 s | 160 ms | 2.00× | 600 ms | 1.50× | 250 | 0.50× |"
+    assert "broken" not in report.summary_table(results, [1])
+
+
+def test_a_stream_that_broke_off_counts_as_a_failed_request_and_ok_means_the_stream_finished():
+    class Tokenizer:
+        def encode(self, text, add_special_tokens=False):
+            return text.split()
+
+    finished = {"status": 200, "ttft": 0.1, "ttfr": 0.1, "ttfo": 0.5, "e2e": 1.0, "completion_tokens": 3}
+    finished.update(reasoning="a b", answer="c", chunks=[(0.1, "reasoning"), (0.5, "answer")], done=True)
+    cut = {**finished, "done": False}  # HTTP 200, but no [DONE]
+    summary = summarize([finished, cut, broken(ConnectionResetError())], wall=2.0, tokenizer=Tokenizer())
+    assert (summary["requests"], summary["ok"]) == (3, 1)
+    assert summary["ttft_s"]["p50"] == 0.1  # the broken stream has no times to count
+
+
+def test_merge_refuses_rows_measured_with_other_settings_or_another_machine():
+    described = {"machine": machine(), "settings": {"max_tokens": 400, "concurrency": [1, 16]}}
+    same = {"machine": described["machine"], "servers": {"bare vLLM": {**described, "runs": []}}}
+    assert mismatches(same, described) == []
+    other = {"machine": {**described["machine"], "cpus": 64}, "max_tokens": 2000, "concurrency": [1, 16]}
+    older = {**other, "servers": {"bare vLLM": {"runs": []}}}  # an older file: its rows carry no description
+    assert mismatches(older, described) == [
+        "bare vLLM: max_tokens 2000, now 400",
+        f"bare vLLM: cpus 64, now {machine()['cpus']}",
+    ]
+
+
+def test_the_peer_check_pools_ttft_over_rounds_and_compares_ours_with_vllms():
+    rounds = {
+        "vLLM's bench client": [{"ttft_s": [0.1, 0.2, 0.3], "output_tokens_per_s": 100.0}] * 3,
+        "our load generator": [{"ttft_s": [0.2, 0.3, 0.4], "output_tokens_per_s": 90.0}] * 3,
+    }
+    difference = compare(rounds)["difference"]
+    assert difference["ttft_p50_s"] == pytest.approx(0.5) and difference["output_tokens_per_s"] == pytest.approx(-0.1)
+
+
+def test_files_containing_finds_a_secret_and_fails_when_grep_cannot_search(tmp_path):
+    (tmp_path / "log.txt").write_text("a line with -secret- in it")
+    assert files_containing("-secret-", tmp_path) == [str(tmp_path / "log.txt")]  # a secret that begins with "-"
+    assert files_containing("absent", tmp_path) == []
+    with pytest.raises(AssertionError):  # grep's exit status 2: not "found nothing"
+        files_containing("-secret-", tmp_path / "no such folder")
+
+
+def test_the_readme_lists_the_ports_the_tests_need_free():
+    readme = (ROOT / "README.md").read_text()
+    sentence = next(line for line in readme.splitlines() if line.startswith("The tests start Ray clusters"))
+    assert sorted(int(port) for port in re.findall(r"\b\d{4,5}\b", sentence)) == sorted(PORTS)
+
+
+def test_the_benchmark_fails_when_its_server_does_not_answer(tmp_path):
+    """A server that fails is not a row left out of a table while the command exits 0."""
+    out = tmp_path / "benchmark.json"
+    command = [sys.executable, "-m", "benchmark", "--base-url", "http://127.0.0.1:9/v1", "--out", str(out)]
+    run = subprocess.run(
+        [*command, "--requests", "2", "--concurrency", "1", "--repeats", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1 and "http://127.0.0.1:9/v1 did not start or answer" in run.stderr, run.stderr[-2000:]
+    assert "error" in json.loads(out.read_text())["servers"]["http://127.0.0.1:9/v1"]

@@ -4,8 +4,7 @@ import json
 import subprocess
 import sys
 
-from benchmark.config import llm_config
-from benchmark.servers import ROOT
+from harness.config import ROOT, llm_config
 
 sys.path.insert(0, str(ROOT / "ci"))
 from generate import expected_files  # noqa: E402  (the generator's own list of files it writes)
@@ -52,7 +51,7 @@ def test_the_numbers_quoted_for_the_small_model_are_the_measured_ones():
 def test_the_tests_and_the_benchmark_start_ray_with_tutorial_env_sh():
     """tutorial_env.sh's settings for Ray (token, loopback, direct streaming) are what the tests and the benchmark
     use (TUTORIAL_RAY_ENV), and it picks each mode's application, config file and model."""
-    from benchmark.servers import TUTORIAL_RAY_ENV
+    from harness.servers import TUTORIAL_RAY_ENV
 
     def sourced(device):
         names = [*TUTORIAL_RAY_ENV, "TUTORIAL_DEVICE", "SERVE_APP", "SERVE_CONFIG", "MODEL_ID"]
@@ -85,6 +84,18 @@ def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
     assert cpu_table(results, 16) in readme
     assert questions_table(results, ["bare vLLM", "tutorial: direct streaming"]) in readme
     assert (ROOT / "benchmark" / "results" / "cpu.png").stat().st_size > 10_000
+
+
+def test_the_peer_check_in_the_notebook_is_the_measured_one_and_the_clients_agree():
+    """The notebook quotes benchmark/results/peer_check.json, which `python -m benchmark.peer_check` wrote: our load
+    generator and vLLM's benchmark client within 20% of each other at c=1 and c=16, on the CPU machine."""
+    from benchmark.peer_check import table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "peer_check.json").read_text())
+    assert table(results) in (ROOT / "README.md").read_text()
+    assert results["machine"]["gpus"] == [] and set(results["concurrency"]) == {"1", "16"}
+    for numbers in results["concurrency"].values():
+        assert all(abs(difference) <= 0.20 for difference in numbers["difference"].values()), numbers
 
 
 def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
@@ -177,8 +188,8 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
 def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     """The notebook quotes benchmark/results/long_chains.json, which `python -m benchmark.long_chains` wrote, measured
     with the deployment options that serve_qwq_32b.yaml has now and the HAProxy setting of tutorial_env.sh."""
-    from benchmark.config import llm_config
     from benchmark.long_chains import deployment_config, haproxy_hard_stop_after_s, outcome, table
+    from harness.config import llm_config
 
     results = json.loads((ROOT / "benchmark" / "results" / "long_chains.json").read_text())
     readme = (ROOT / "README.md").read_text()

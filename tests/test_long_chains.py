@@ -10,8 +10,7 @@ import json
 import subprocess
 import sys
 
-from benchmark.config import llm_config, load
-from benchmark.servers import ROOT
+from harness.config import ROOT, llm_config, load
 
 # Serve's default graceful_shutdown_timeout_s (20 s), which Serve raises to 35 s for a replica behind HAProxy (its
 # controller logs "Raising graceful_shutdown_timeout_s ... from 20.0s to 35.0s").

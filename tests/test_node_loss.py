@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from benchmark.servers import ROOT
+from harness.config import ROOT
 
 
 def test_a_dead_node_loses_only_its_own_requests_and_the_deployment_recovers(no_cluster, tmp_path):

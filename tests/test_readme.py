@@ -5,7 +5,7 @@ follows them can fail, and how the README reads."""
 import re
 import sys
 
-from benchmark.servers import ROOT
+from harness.config import ROOT
 
 sys.path.insert(0, str(ROOT / "ci"))
 import follow_readme  # noqa: E402

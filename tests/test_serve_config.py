@@ -11,8 +11,8 @@ import sys
 import pytest
 import yaml
 
-from benchmark.config import llm_config
-from benchmark.servers import ROOT, TUTORIAL_RAY_ENV
+from harness.config import ROOT, llm_config
+from harness.servers import TUTORIAL_RAY_ENV
 
 # Build each Python app and the app its config file describes, the way Serve does, and print both LLMConfigs.
 # Building an app asks Ray for its runtime context, so this runs in a process connected to the test's cluster.
@@ -39,9 +39,10 @@ print(json.dumps({"python": module.llm_config.model_dump(), "yaml": args.llm_con
 
 
 @functools.cache  # the printed JSON: each caller parses a fresh copy; building takes a process importing Ray and vLLM
-def built_configs_json(module, config_file):
-    # Built in the notebook's environment (direct streaming), without what the Python apps would pass on.
+def built_configs_json(module, config_file, device="cpu"):
+    # Built in the notebook's environment (direct streaming) and mode, without what the Python apps would pass on.
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "VLLM_CPU_KVCACHE_SPACE")} | TUTORIAL_RAY_ENV
+    env["TUTORIAL_DEVICE"] = device
     run = subprocess.run(
         [sys.executable, "-c", COMPARE, module, config_file],
         cwd=ROOT,
@@ -54,17 +55,22 @@ def built_configs_json(module, config_file):
     return run.stdout.strip().splitlines()[-1]
 
 
-def built_configs(module, config_file):
-    return json.loads(built_configs_json(module, config_file))
+def built_configs(module, config_file, device="cpu"):
+    return json.loads(built_configs_json(module, config_file, device))
 
 
 @pytest.mark.parametrize(
-    "module, config_file",
-    [("serve_qwq_32b", "serve_qwq_32b.yaml"), ("serve_tiny_reasoner", "serve_tiny_reasoner.yaml")],
+    "module, config_file, device",
+    [
+        ("serve_qwq_32b", "serve_qwq_32b.yaml", "gpu"),
+        ("serve_tiny_reasoner", "serve_tiny_reasoner.yaml", "cpu"),
+        ("serve_tiny_reasoner", "serve_tiny_reasoner_gpu.yaml", "one-gpu"),
+    ],
 )
-def test_config_file_gives_the_same_llm_config_as_the_python_app(shared_cluster, module, config_file):
+def test_config_file_gives_the_same_llm_config_as_the_python_app(shared_cluster, module, config_file, device):
+    """Each config file is its Python app in the mode (TUTORIAL_DEVICE) that tutorial_env.sh pairs them in."""
     shared_cluster.deploy()  # building an app needs a running cluster
-    configs = built_configs(module, config_file)
+    configs = built_configs(module, config_file, device)
     python, from_file = configs["python"], configs["yaml"]
     if module == "serve_tiny_reasoner":
         # The Python app resolves the model folder itself; the file names it relative to the replicas' directory.
@@ -80,7 +86,7 @@ def test_the_qwq_app_scales_to_its_second_replica_and_would_not_without_a_target
     """Ray Serve LLM merges its default target of 10^9 ongoing requests per replica into an autoscaling_config that
     has none: min 1 / max 2 alone never adds the second replica. The tutorial sets the target, in both files."""
     shared_cluster.deploy()  # building an app needs a running cluster
-    autoscaling = built_configs("serve_qwq_32b", "serve_qwq_32b.yaml")["autoscaling"]
+    autoscaling = built_configs("serve_qwq_32b", "serve_qwq_32b.yaml", "gpu")["autoscaling"]
     assert autoscaling["python"] == autoscaling["yaml"]
     assert (autoscaling["python"]["min_replicas"], autoscaling["python"]["max_replicas"]) == (1, 2)
     assert autoscaling["python"]["target_ongoing_requests"] == 16

@@ -2,20 +2,25 @@
 A real Ray cluster, the real vLLM CPU engine, real HTTP on loopback. Each test leaves the deployment answering, and
 saves what it measured in bench_results/serving/ (ignored by git); run with `-s` to see the tables."""
 
+import ast
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 
-from benchmark.load import stream_chat
-from benchmark.servers import ROOT, wait_for_answer
+from benchmark.load import BROKEN, session, stream_chat
+from benchmark.stats import percentiles
+from harness.config import MODEL_ID, ROOT
+from harness.servers import wait_for_answer
 from tiny_reasoner import tasks
 
-MODEL = "tiny-reasoner"
 CHAT, COMPLETIONS = "/chat/completions", "/completions"
 HELLO = [{"role": "user", "content": "Hi"}]
 TOO_LONG = "strawberry " * 200  # about 2,200 byte tokens: twice the context of 1,024
@@ -31,7 +36,7 @@ def good_request(base_url):
     reply = httpx.post(
         f"{base_url}{CHAT}",
         timeout=60,
-        json={"model": MODEL, "messages": [{"role": "user", "content": "How many R's are in the word strawberry?"}]},
+        json={"model": MODEL_ID, "messages": [{"role": "user", "content": "How many R's are in the word strawberry?"}]},
     )
     assert reply.status_code == 200, reply.text
     message = reply.json()["choices"][0]["message"]
@@ -51,41 +56,41 @@ def error_message(reply):
 
 BAD_REQUESTS = [
     # (what, path, body: a dict is sent as JSON, bytes as they are)
-    ("malformed JSON", CHAT, b'{"model": "tiny-reasoner", "messages": ['),
+    ("malformed JSON", CHAT, b'{"model": MODEL_ID, "messages": ['),
     ("empty body", CHAT, b""),
     ("body is a JSON list", CHAT, b"[]"),
-    ("messages missing", CHAT, {"model": MODEL}),
-    ("messages is a string", CHAT, {"model": MODEL, "messages": "Hi"}),
-    ("message content is a number", CHAT, {"model": MODEL, "messages": [{"role": "user", "content": 42}]}),
-    ("unknown role", CHAT, {"model": MODEL, "messages": [{"role": "wizard", "content": "Hi"}]}),
+    ("messages missing", CHAT, {"model": MODEL_ID}),
+    ("messages is a string", CHAT, {"model": MODEL_ID, "messages": "Hi"}),
+    ("message content is a number", CHAT, {"model": MODEL_ID, "messages": [{"role": "user", "content": 42}]}),
+    ("unknown role", CHAT, {"model": MODEL_ID, "messages": [{"role": "wizard", "content": "Hi"}]}),
     ("unknown model", CHAT, {"model": "gpt-17", "messages": HELLO}),
-    ("negative max_tokens", CHAT, {"model": MODEL, "messages": HELLO, "max_tokens": -1}),
-    ("huge max_tokens", CHAT, {"model": MODEL, "messages": HELLO, "max_tokens": 10**9}),
-    ("prompt longer than the context", CHAT, {"model": MODEL, "messages": [{"role": "user", "content": TOO_LONG}]}),
+    ("negative max_tokens", CHAT, {"model": MODEL_ID, "messages": HELLO, "max_tokens": -1}),
+    ("huge max_tokens", CHAT, {"model": MODEL_ID, "messages": HELLO, "max_tokens": 10**9}),
+    ("prompt longer than the context", CHAT, {"model": MODEL_ID, "messages": [{"role": "user", "content": TOO_LONG}]}),
     (
         "prompt longer than the context, streaming",
         CHAT,
-        {"model": MODEL, "messages": [{"role": "user", "content": TOO_LONG}], "stream": True},
+        {"model": MODEL_ID, "messages": [{"role": "user", "content": TOO_LONG}], "stream": True},
     ),
-    ("temperature -1", CHAT, {"model": MODEL, "messages": HELLO, "temperature": -1}),
-    ("top_p 2", CHAT, {"model": MODEL, "messages": HELLO, "top_p": 2}),
-    ("n 0", CHAT, {"model": MODEL, "messages": HELLO, "n": 0}),
+    ("temperature -1", CHAT, {"model": MODEL_ID, "messages": HELLO, "temperature": -1}),
+    ("top_p 2", CHAT, {"model": MODEL_ID, "messages": HELLO, "top_p": 2}),
+    ("n 0", CHAT, {"model": MODEL_ID, "messages": HELLO, "n": 0}),
     (
         "temperature is a string, streaming",
         CHAT,
-        {"model": MODEL, "messages": HELLO, "temperature": "hot", "stream": True},
+        {"model": MODEL_ID, "messages": HELLO, "temperature": "hot", "stream": True},
     ),
-    ("non-UTF-8 bytes", CHAT, b'{"model": "tiny-reasoner", "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
+    ("non-UTF-8 bytes", CHAT, b'{"model": MODEL_ID, "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
     (
         "10 MB body",
         CHAT,
-        json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "a" * 10_000_000}]}).encode(),
+        json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "a" * 10_000_000}]}).encode(),
     ),
-    ("completions: prompt missing", COMPLETIONS, {"model": MODEL}),
+    ("completions: prompt missing", COMPLETIONS, {"model": MODEL_ID}),
     (
         "completions: negative max_tokens, streaming",
         COMPLETIONS,
-        {"model": MODEL, "prompt": "Hi", "max_tokens": -5, "stream": True},
+        {"model": MODEL_ID, "prompt": "Hi", "max_tokens": -5, "stream": True},
     ),
     ("completions: unknown model", COMPLETIONS, {"model": "gpt-17", "prompt": "Hi"}),
 ]
@@ -144,28 +149,22 @@ def settled_metric(name, quiet_s=12, timeout=90):
 
 async def load(base_url, prompts, concurrency):
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with session(concurrency, timeout_s=300) as client:
 
         async def one(prompt):
             async with limit:
                 try:
-                    return await stream_chat(client, base_url, MODEL, prompt, max_tokens=None)
-                except httpx.HTTPError as error:
+                    return await stream_chat(client, base_url, MODEL_ID, prompt, max_tokens=None)
+                except BROKEN as error:
                     return {"status": None, "error": repr(error)}
 
         return await asyncio.gather(*(one(p) for p in prompts))
 
 
-def split_right(result):
+def reasoning_then_answer(result):
     """Reasoning chunks first, then answer chunks, and no think tag in the answer."""
     kinds = [kind for _, kind in result["chunks"]]
-    return (
-        bool(kinds)
-        and kinds[0] == "reasoning"
-        and "answer" in kinds
-        and "reasoning" not in kinds[kinds.index("answer") :]
-        and not any(tag in result["answer"] for tag in tasks.THINK_TAGS)
-    )
+    return tasks.streamed_in_order(kinds) and tasks.well_formed(result["reasoning"], result["answer"])
 
 
 def test_400_streams_at_concurrency_32_lose_nothing(tutorial_app):
@@ -177,20 +176,20 @@ def test_400_streams_at_concurrency_32_lose_nothing(tutorial_app):
     complete = [r for r in results if r["status"] == 200 and r["finish_reason"] and r["done"]]
     wait_for_metric("ray_vllm_request_success_total", lambda v: v >= before + len(prompts))
     seen = settled_metric("ray_vllm_request_success_total") - before
-    latencies = sorted(r["e2e"] for r in complete)
+    latency = percentiles(r["e2e"] for r in complete)
     result = {
         "sent": len(prompts),
         "completed": len(complete),
         "lost": len(prompts) - len(complete),
-        "split_right": sum(map(split_right, complete)),
+        "reasoning_then_answer": sum(map(reasoning_then_answer, complete)),
         "engine_saw": seen,
         "wall_s": round(wall, 1),
-        "p50_s": round(latencies[len(latencies) // 2], 2),
-        "p99_s": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+        "p50_s": round(latency["p50"], 2),
+        "p99_s": round(latency["p99"], 2),
     }
     save("load", result)
     assert len(complete) == len(prompts), [r for r in results if r not in complete][:3]
-    assert result["split_right"] == len(prompts)
+    assert result["reasoning_then_answer"] == len(prompts)
     assert seen == len(prompts)
 
 
@@ -198,7 +197,7 @@ def test_a_client_that_disconnects_mid_stream_aborts_its_request(tutorial_app):
     """vLLM counts no aborted requests, so watch the tokens: a request for 900 tokens whose client left after the
     first few chunks must stop generating."""
     generated_before = settled_metric("ray_vllm_generation_tokens_total") or 0
-    body = {"model": MODEL, "prompt": "Spell", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    body = {"model": MODEL_ID, "prompt": "Spell", "max_tokens": 900, "ignore_eos": True, "stream": True}
     with httpx.Client(timeout=60) as client, client.stream("POST", f"{tutorial_app}{COMPLETIONS}", json=body) as reply:
         assert reply.status_code == 200
         chunks = 0
@@ -247,14 +246,14 @@ def test_benchmark_smoke_run(tutorial_app, tmp_path):
     server = json.loads(out.read_text())["servers"][tutorial_app]
     result = server["runs"][0]
     assert result["ok"] == result["requests"] == 4
-    assert 0 < result["ttfr_s"]["p50"] < result["ttfa_s"]["p50"] <= result["e2e_s"]["p50"]
+    assert 0 < result["ttfr_s"]["p50"] < result["ttfo_s"]["p50"] <= result["e2e_s"]["p50"]
     assert result["reasoning_tokens_mean"] > 0 and result["answer_tokens_mean"] > 0
     assert 0 < result["chunk_gap_s"]["p50"] <= result["chunk_gap_s"]["p99"]
     assert result["output_tokens_per_s"] > 0 and out.with_suffix(".png").stat().st_size > 10_000
     questions = server["notebook_questions"]
     assert set(questions) == set(tasks.NOTEBOOK_QUESTIONS)
     for name, r in questions.items():
-        assert r["status"] == 200 and 0 < r["ttfr"] < r["ttfa"] < r["e2e"], (name, r)
+        assert r["status"] == 200 and 0 < r["ttfr"] < r["ttfo"] < r["e2e"], (name, r)
         assert r["reasoning_tokens"] > 0 and r["answer_tokens"] > 0, (name, r)
 
 
@@ -282,7 +281,7 @@ def test_a_killed_engine_is_replaced_and_the_endpoint_answers_again(tutorial_app
     for process in engines:
         process.kill()
     try:
-        answered = wait_for_answer(tutorial_app, MODEL, started=time.time(), timeout=300)
+        answered = wait_for_answer(tutorial_app, MODEL_ID, started=time.time(), timeout=300)
     except TimeoutError:
         answered = None
     result = {
@@ -307,4 +306,24 @@ def test_a_killed_engine_is_replaced_and_the_endpoint_answers_again(tutorial_app
 
 def test_the_model_is_listed(tutorial_app):
     reply = httpx.get(tutorial_app + "/models", timeout=30)
-    assert reply.status_code == 200 and MODEL in [model["id"] for model in reply.json()["data"]], reply.text
+    assert reply.status_code == 200 and MODEL_ID in [model["id"] for model in reply.json()["data"]], reply.text
+
+
+def notebook_bash_cell(cell_id):
+    """A %%bash cell of the notebook, as a bash script."""
+    cells = {cell["id"]: "".join(cell["source"]) for cell in json.loads((ROOT / "notebook.ipynb").read_text())["cells"]}
+    return cells[cell_id].removeprefix("%%bash\n")
+
+
+def test_the_thinking_off_cell_gets_an_answer_at_once_and_finds_it_under_reasoning(tutorial_app):
+    """The notebook's claim for its thinking-off cell, run as the notebook runs it: with enable_thinking false the
+    model answers at once, and the deepseek_r1 parser, seeing no </think>, hands that answer over as `reasoning` with
+    `content` empty. With thinking on, the same question gets a chain of thought, then the answer in `content`."""
+    env = {**os.environ, "MODEL_ID": MODEL_ID, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    off = subprocess.run(["bash", "-c", notebook_bash_cell("thinking-off")], env=env, capture_output=True, text=True)
+    assert off.returncode == 0, off.stderr
+    message = ast.literal_eval(off.stdout.strip().splitlines()[-1])
+    assert message["content"] is None and message["reasoning"].count("\n") == 0, message
+    assert re.fullmatch(r'The letter "r" appears \d+ times? in "strawberry"\.', message["reasoning"].strip()), message
+    on = good_request(tutorial_app)
+    assert on["reasoning"].startswith('Spell "strawberry"') and on["content"].strip().startswith('The letter "r"')

@@ -5,7 +5,7 @@ import sys
 
 import nbformat
 
-from benchmark.servers import ROOT
+from harness.config import ROOT
 
 
 def run_notebook(tmp_path, bash_source):

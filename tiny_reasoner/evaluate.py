@@ -15,13 +15,14 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from benchmark.servers import bare_vllm
+from harness.config import MODEL_ID
+from harness.servers import bare_vllm, stop_on_sigterm
 from tiny_reasoner import tasks
 
 HERE = Path(__file__).resolve().parent
 
 
-async def ask_all(base_url, items, thinking, budget=None, model="tiny-reasoner", concurrency=16):
+async def ask_all(base_url, items, thinking, budget=None, model=MODEL_ID, concurrency=16):
     client = AsyncOpenAI(base_url=base_url, api_key="not-needed")
     limit = asyncio.Semaphore(concurrency)
     extra = {"chat_template_kwargs": {"enable_thinking": thinking}}
@@ -97,6 +98,7 @@ def thinking_table(report):
 
 
 def main():
+    stop_on_sigterm()  # a `timeout` stops the server too
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=HERE)
     parser.add_argument("--letters", type=int, default=300, help="held-out letter-counting prompts")

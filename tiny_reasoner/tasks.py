@@ -264,6 +264,17 @@ NOTEBOOK_QUESTIONS = {
 }
 
 
+def streamed_in_order(kinds):
+    """A stream's text chunks, each "reasoning" or "answer" in the order they came: reasoning first, then the answer,
+    and no reasoning after the answer began."""
+    return (
+        bool(kinds)
+        and kinds[0] == "reasoning"
+        and "answer" in kinds
+        and "reasoning" not in kinds[kinds.index("answer") :]
+    )
+
+
 def well_formed(reasoning, content):
     """Non-empty reasoning, non-empty answer, and no think tag leaked into the answer."""
     return (

@@ -22,7 +22,8 @@ import httpx
 import psutil
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.config import MODEL_ID, ROOT, engine_cli_args, load
+
 SERVE_URL = "http://127.0.0.1:8000/v1"
 # What the notebook's setup cell sets for every `ray` and `serve` command (tests/test_generated_files.py keeps them
 # equal): token authentication, Ray's servers on loopback, direct streaming behind HAProxy, and HAProxy's reloads
@@ -39,10 +40,14 @@ TUTORIAL_RAY_ENV = {
 STANDARD_PATH = {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
 
 
+def interrupted(*_):
+    raise KeyboardInterrupt
+
+
 def stop_on_sigterm():
-    """Make SIGTERM (a `timeout`, a scheduler) unwind like Ctrl-C: every `finally` runs, so the servers, clusters and
-    nodes that the command started stop too."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    """Make SIGTERM (a `timeout`, a scheduler, a CI runner) unwind like Ctrl-C: every `finally` runs (pytest ends its
+    session the usual way), so the servers, clusters and nodes that the command started stop too."""
+    signal.signal(signal.SIGTERM, interrupted)
 
 
 def wait_for_answer(base_url, model, started, timeout=600, headers=None, alive=lambda: True):
@@ -100,7 +105,7 @@ class RayCluster:
     def serve_status(self):
         return self.run("serve", "status", check=False).stdout
 
-    def deploy(self, config, model="tiny-reasoner", base_url=SERVE_URL, headers=None, timeout=600):
+    def deploy(self, config, model=MODEL_ID, base_url=SERVE_URL, headers=None, timeout=600):
         """`serve deploy` a config (a file, or a dict written to one), then wait for a real answer; return the
         seconds that took. A deployment that fails ends the wait at once, with Serve's status in the error."""
         if isinstance(config, dict):
@@ -184,7 +189,7 @@ class WorkerNode:
 
 
 @contextmanager
-def serve_deployment(config, env=None, model="tiny-reasoner", headers=None):
+def serve_deployment(config, env=None, model=MODEL_ID, headers=None):
     """Start a cluster, deploy `config` and wait for a real answer; yield (base URL, seconds from the start of the
     cluster to that answer); always stop the cluster."""
     cluster = RayCluster(env)
@@ -206,16 +211,19 @@ def free_port():
 @contextmanager
 def bare_vllm(
     model_dir,
-    served_name="tiny-reasoner",
-    engine_args=("--max-model-len", "1024"),
+    served_name=MODEL_ID,
+    engine_args=None,
     log_path=None,
     timeout=600,
     niceness=0,
     env=None,
 ):
-    """vLLM's own OpenAI server on a loopback port, with the deepseek_r1 parser and `engine_args`.
+    """vLLM's own OpenAI server on a loopback port, with `engine_args` (`vllm serve` flags; by default the CPU
+    deployment's, its reasoning parser included).
     Yields (base_url, seconds until it answered); always stops it. niceness: run it below other processes (Ray runs
     its workers at 15). env: added to this process's environment for the server."""
+    if engine_args is None:
+        engine_args = engine_cli_args(load("serve_tiny_reasoner.yaml"))
     port = free_port()
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, **(env or {})}
     command = [
@@ -233,8 +241,6 @@ def bare_vllm(
         "127.0.0.1",
         "--port",
         str(port),
-        "--reasoning-parser",
-        "deepseek_r1",
         *engine_args,
     ]
     log = open(log_path or os.devnull, "w")

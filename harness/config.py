@@ -1,4 +1,5 @@
-"""The tutorial's Serve config files, read: the one place that knows their shape.
+"""The facts that the tests, CI, the benchmark and the model's evaluation share, each defined here once: the Serve
+config files' shape, the CPU model's name, the tutorial's ports, where Ray keeps a cluster's logs.
 
     config = load("serve_tiny_reasoner.yaml"); llm_config(config)["engine_kwargs"]
 
@@ -11,6 +12,26 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# The ports the tutorial's cluster listens on (the README's list, kept equal by tests/test_readme.py).
+PORTS = {
+    6379: "Ray GCS",
+    8265: "Ray dashboard",
+    10001: "Ray client server",
+    52365: "Ray dashboard agent",
+    44217: "Ray autoscaler metrics",
+    44227: "Ray dashboard metrics",
+    8000: "Serve HTTP",
+    8085: "Ray metrics export (the tests' shared cluster)",
+    8404: "HAProxy statistics",
+    9101: "HAProxy metrics",
+}
+
+
+def ray_logs(ray_tmp):
+    """The log folder of the newest Ray cluster whose files are in `ray_tmp` (its RAY_TMPDIR)."""
+    return Path(ray_tmp) / "ray" / "session_latest" / "logs"
 
 
 def load(name):
@@ -32,8 +53,6 @@ def engine_cli_args(config):
     """The Serve config's engine_kwargs as `vllm serve` flags, for bare vLLM with the same engine."""
     args = []
     for key, value in llm_config(config)["engine_kwargs"].items():
-        if key == "reasoning_parser":
-            continue  # bare_vllm always sets it
         flag = "--" + key.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]
     return args
@@ -42,3 +61,7 @@ def engine_cli_args(config):
 def engine_env(config):
     """The Serve config's runtime_env variables (e.g. the CPU engine's KV cache size), for bare vLLM's engine."""
     return {k: str(v) for k, v in llm_config(config).get("runtime_env", {}).get("env_vars", {}).items()}
+
+
+# The CPU deployment's model name, as clients ask for it.
+MODEL_ID = llm_config(load("serve_tiny_reasoner.yaml"))["model_loading_config"]["model_id"]
