@@ -12,12 +12,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from harness.config import MODEL_ID, ROOT, app_llm_config
+from harness.config import MODEL_ID, ROOT, app_llm_config, ray_logs
 from harness.servers import TUTORIAL_RAY_ENV
-from local_cluster import ray_dir
 from tests.plugin import files_containing
 
-LOGS = f"{ray_dir()}/session_latest/logs"
+LOGS = ray_logs(os.environ["RAY_TMPDIR"])  # the tests' clusters (tests/plugin.py)
 BASE = "http://127.0.0.1:8000/secure"
 
 
