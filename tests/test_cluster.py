@@ -47,8 +47,12 @@ def test_a_fresh_machine_gets_a_private_token_that_is_never_shown_and_a_stop_tha
         token = token_file.read_text()
         assert re.fullmatch(r"[0-9a-f]{64}", token)
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600  # Ray alone would make it 0o644
-        status = run("ray", "status")
-        assert "Active:" in status.stdout
+        # `ray status` reads the autoscaler's report, which comes seconds after `ray start` returns (CI once asked
+        # too soon: "No cluster status"); the token is accepted as soon as the command exits 0.
+        deadline = time.time() + 60
+        while "Active:" not in run("ray", "status").stdout and time.time() < deadline:
+            time.sleep(2)
+        assert "Active:" in outputs[-1], outputs[-1]
         run("serve", "status")
         # With another token, the cluster refuses the same command.
         refused = subprocess.run(
