@@ -104,7 +104,14 @@ def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
 
     results = json.loads((ROOT / "benchmark" / "results" / "one_gpu.json").read_text())
     readme = (ROOT / "README.md").read_text()
-    assert results["machine"]["gpus"] == ["NVIDIA H200"] and results["machine"]["vllm"] == "0.26.0"
+    # requirements-gpu.txt's versions, and all three servers measured in that one run (one machine, one client)
+    assert results["machine"]["gpus"] == ["NVIDIA H200"]
+    assert (results["machine"]["ray"], results["machine"]["vllm"]) == ("2.60.0", "0.29.0")
+    assert set(results["servers"]) == {
+        "bare vLLM",
+        "tutorial: direct streaming",
+        "standard ingress, stream batching 50 ms (default)",
+    }
     assert summary_table(results, results["concurrency"]) in readme
     assert questions_table(results, list(results["servers"])) in readme
 
