@@ -242,7 +242,7 @@ def summary(chains, event, replica, moments, served):
     }
 
 
-async def measure(cluster, logs, config, args):
+async def run_steps(cluster, logs, config, args):
     async with session(1000) as client:
         chains = Chains(client)
         try:
@@ -340,7 +340,7 @@ def run(settings, args):
     try:
         cluster.start("--num-cpus=4")
         cluster.deploy(config)
-        results = asyncio.run(measure(cluster, ServeLogs(ray_tmp), config, args))
+        results = asyncio.run(run_steps(cluster, ServeLogs(ray_tmp), config, args))
     finally:
         cluster.stop()
     return {

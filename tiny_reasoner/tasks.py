@@ -112,17 +112,18 @@ def sum_of_evens(n):
 
 
 def even_sum(n, template):
-    m = n // 2
+    evens = n // 2
     prompt = template.format(n=n)
-    if m == 0:
+    if evens == 0:
         reasoning = f"There are no even numbers between 1 and {n}, so the sum is 0."
-    elif m == 1:
+    elif evens == 1:
         reasoning = f"The only even number between 1 and {n} is 2, so the sum is 2."
     else:
         reasoning = (
-            f"The even numbers between 1 and {n} are 2, 4, ..., {2 * m}.\n"
-            f"There are {n} // 2 = {m} of them.\n"
-            f"2 + 4 + ... + {2 * m} = 2 × (1 + 2 + ... + {m}) = {m} × {m + 1} = {m * (m + 1)}."
+            f"The even numbers between 1 and {n} are 2, 4, ..., {2 * evens}.\n"
+            f"There are {n} // 2 = {evens} of them.\n"
+            f"2 + 4 + ... + {2 * evens} = 2 × (1 + 2 + ... + {evens}) = {evens} × {evens + 1} = "
+            f"{evens * (evens + 1)}."
         )
     answer = f"The sum of all even numbers between 1 and {n} is {sum_of_evens(n)}."
     return prompt, reasoning, answer
@@ -206,19 +207,19 @@ Reykjavik Buenos-Aires Kyoto Marrakesh Helsinki astronomy origami beekeeping gla
 
 def training_example(rng):
     """One (prompt, reasoning, answer) drawn from the training distribution."""
-    r = rng.random()
-    if r < 0.66:
+    family = rng.random()
+    if family < 0.66:
         length = rng.randint(3, 14)
         word = rng.choice(TRAIN_WORDS) if rng.random() < 0.6 else random_letters(rng, length)
         # Half the time ask for a letter that is in the word, half the time any letter (often absent).
         letter = rng.choice(word) if rng.random() < 0.5 else rng.choice(LETTERS)
         return count_letter(word, letter, rng.choice(COUNT_TEMPLATES))
-    if r < 0.71:
+    if family < 0.71:
         letter = "r" if rng.random() < 0.5 else rng.choice(LETTERS)
         return count_letter_in_three_words(
             rng.sample(THREE_SYLLABLE_WORDS, 3), letter, rng.choice(THREE_WORDS_TEMPLATES)
         )
-    if r < 0.93:
+    if family < 0.93:
         n = rng.randint(1, 200)
         template = SUM_TEMPLATES[0] if rng.random() < 0.7 else rng.choice(SUM_TEMPLATES)
         return even_sum(n, template)
