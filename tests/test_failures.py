@@ -1,8 +1,8 @@
 """Deployments that cannot work must fail the reader's wait (wait_for_model.py) fast, with the cause in its error:
 an engine that cannot start, a replica that no node can hold, a wrong key in a Serve config file.
 
-"Fast" is measured from the moment Ray logged the failure to the end of the wait: how long it takes vLLM to fail or
-Ray to find no node is theirs, and varies with the machine's load; noticing it is the script's.
+"Fast" is measured from the moment Ray logged the failure: how long it takes vLLM to fail or Ray to find no node is
+theirs, and varies with the machine's load; noticing it is the script's, in the next round of its loop.
 
 Each broken application is deployed beside the tutorial's, under a route of its own, on the tests' shared cluster;
 the next test that needs the tutorial's application alone removes it again."""
@@ -10,6 +10,7 @@ the next test that needs the tutorial's application alone removes it again."""
 import copy
 import glob
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ def broken_app(name, change):
 
 
 def wait_for(name, timeout_s=600):
-    """Run wait_for_model.py against the broken application; return its result and the time it ended."""
+    """Run wait_for_model.py against the broken application; return its result and the times it began and ended."""
     env = {
         **os.environ,
         **TUTORIAL_RAY_ENV,
@@ -40,10 +41,17 @@ def wait_for(name, timeout_s=600):
         "MODEL_ID": name,
         "READY_TIMEOUT_S": "500",
     }
+    began = time.time()
     wait = subprocess.run(
         [sys.executable, "wait_for_model.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
     )
-    return wait, time.time()
+    return wait, began, time.time()
+
+
+def rounds_printed(wait, began):
+    """When each round of the wait that went on printed its line ("  15s {...}, waiting (...)"), or a little earlier:
+    the line counts whole seconds from the script's start, which comes after `began`."""
+    return [began + int(seconds) for seconds in re.findall(r"^ *(\d+)s \{", wait.stdout, re.M)]
 
 
 def session_logs(logs):
@@ -80,7 +88,7 @@ def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(shared_c
 
     deployed = time.time()
     deploy_beside_the_tutorial(shared_cluster, broken_app("no-engine", huge_kv_cache))
-    wait, ended = wait_for("no-engine")
+    wait, _, ended = wait_for("no-engine")
     print(f"failed {ended - deployed:.0f}s after the deploy:\n{wait.stderr[-1500:]}")
     assert wait.returncode == 1, wait.stdout[-2000:]
     assert "no-engine is not answering" in wait.stderr and "A replica failed to start" in wait.stderr, wait.stderr[
@@ -104,8 +112,9 @@ def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(sha
 
     deployed = time.time()
     deploy_beside_the_tutorial(shared_cluster, broken_app("no-a100", needs_an_a100))
-    wait, ended = wait_for("no-a100")
-    print(f"failed {ended - deployed:.0f}s after the deploy:\n{wait.stderr[-1500:]}")
+    wait, began, ended = wait_for("no-a100")
+    print(f"failed {ended - deployed:.0f}s after the deploy, after these rounds:\n{wait.stdout[-1500:]}")
+    print(wait.stderr[-1500:])
     assert wait.returncode == 1, wait.stdout[-2000:]
     message = wait.stderr.strip().splitlines()
     assert any(
@@ -115,7 +124,12 @@ def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(sha
     assert any("The cluster has: 4 CPU, " in line for line in message), wait.stderr[-2000:]  # and what it has
     refused = first_logged(r"No available node types can fulfill .*A100-40G", "monitor.log", since=deployed)
     print(f"Ray's autoscaler logged that no node can hold it {refused - deployed:.0f}s after the deploy")
-    assert ended - refused < 40, f"the wait ended {ended - refused:.0f}s after the autoscaler said no node fits"
+    # Fast: in the first round after that. A round reads the log just before it prints its line, so a line printed
+    # over 3 s after the refusal comes from a round that read it and went on. (A bound in seconds would measure the
+    # machine: on 2 busy cores one round's `serve status` took 15 s, and a CI run ended 40 s after the refusal.)
+    went_on = [f"{printed - refused:.0f}s" for printed in rounds_printed(wait, began) if printed > refused + 3]
+    assert not went_on, f"rounds went on {', '.join(went_on)} after the autoscaler said no node fits:\n{wait.stdout}"
+    print(f"the wait ended {ended - refused:.0f}s after it")
 
 
 def test_a_wrong_key_in_a_config_file_fails_the_wait_with_its_name(shared_cluster):
@@ -123,7 +137,7 @@ def test_a_wrong_key_in_a_config_file_fails_the_wait_with_its_name(shared_cluste
         llm_config["engine_kwarg"] = llm_config.pop("engine_kwargs")
 
     deploy_beside_the_tutorial(shared_cluster, broken_app("misspelled", misspelled))
-    wait, _ = wait_for("misspelled")
+    wait, _, _ = wait_for("misspelled")
     assert wait.returncode == 1, wait.stdout[-2000:]
     assert "DEPLOY_FAILED" in wait.stderr, wait.stderr[-3000:]
     assert "engine_kwarg" in wait.stderr and "Extra inputs are not permitted" in wait.stderr, wait.stderr[-3000:]
