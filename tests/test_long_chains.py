@@ -38,13 +38,15 @@ def test_the_tutorials_settings_cut_no_chain_and_refuse_an_overload_at_once(no_c
         assert run[event]["chains"]["cut"] == 0, run[event]["cut_chains"]
         assert run[event]["chains"]["completed"] > in_flight["count"], run[event]["chains"]
 
-    # Overloaded, one replica runs max_ongoing_requests, queues max_queued_requests and refuses the rest at once, with
-    # a 503 that says why.
+    # Overloaded, one replica takes max_ongoing_requests + max_queued_requests and refuses the rest at once, with a
+    # 503 that says why. Of those it takes, at least max_ongoing_requests run; how many of the queued ones also got
+    # their 200 within the hold varies (0 in most runs, 21 in one CI run, where all 128 reached the replica).
     options = llm_config(load("serve_qwq_32b.yaml"))["deployment_config"]
     overload = run["overload"]
-    assert overload["accepted"] == options["max_ongoing_requests"], overload
-    assert overload["no_status"] == options["max_queued_requests"], overload
-    assert overload["refused"] == overload["requests"] - overload["accepted"] - overload["no_status"] > 0, overload
+    taken = options["max_ongoing_requests"] + options["max_queued_requests"]
+    assert overload["accepted"] + overload["no_status"] == taken, overload
+    assert overload["accepted"] >= options["max_ongoing_requests"], overload
+    assert overload["refused"] == overload["requests"] - taken > 0, overload
     assert overload["statuses"] == ["200", "503", "None"], overload
     assert overload["slowest_refusal_s"] < 5, overload
     assert "backpressure" in overload["refusal_body"], overload
