@@ -1,6 +1,6 @@
-# wait_for_model.py
 import ast
 import glob
+import json
 import os
 import re
 import subprocess
@@ -86,9 +86,46 @@ def log_errors(limit=15):
     return text.replace(token, "<HF_TOKEN>") if token else text  # a failed start may print its config
 
 
-def unschedulable(deploying):
+def autoscaler_idle_with(request, since):
+    """Whether Ray's autoscaler, in its latest report (logged after `since`), still has `request` (a replica's
+    resources) pending and is adding no node for it: on a cluster that cannot grow, the request waits forever."""
+    text = open(f"{LOGS}/monitor.log", errors="replace").read() if os.path.exists(f"{LOGS}/monitor.log") else ""
+    reports = re.findall(r"Autoscaler status: ([\d-]+ [\d:]+)\.\d+ =+\n(.*?)\n\d{4}-", text, re.S)
+    if not reports or not logged_since(reports[-1][0], since):
+        return False
+    report = reports[-1][1]
+    pending = [ast.literal_eval(found) for found in re.findall(r"^ (\{.*?\}): \d+\+? pending", report, re.M)]
+    return "(no pending nodes)" in report and request in pending
+
+
+def waiting_replicas(applications, deploying):
+    """The deployments of deploying applications whose replicas Serve says have waited over 30 s to be scheduled:
+    [(application, deployment, the resources one replica asks for, what the cluster has free)]."""
+    waiting = []
+    for app in deploying:
+        for name, deployment in applications[app].get("deployments", {}).items():
+            found = re.search(
+                r"taken more than \d+s to be scheduled.*Resources required for each replica: (\{.*?\}), "
+                r"total resources available: (\{.*?\})",
+                deployment.get("message") or "",
+                re.S,
+            )
+            if found:
+                waiting.append((app, name, json.loads(found.group(1)), found.group(2)))
+    return waiting
+
+
+def unschedulable(applications, deploying):
     """Why a replica of a deploying application ({name: deployed at}) can never be placed, if Ray's autoscaler
-    refused what it asks for; else None."""
+    refused what it asks for, or adds no node for a replica that waits for room; else None."""
+    for app, name, request, free in waiting_replicas(applications, deploying):
+        if autoscaler_idle_with(request, since=deploying[app]):
+            return (
+                f"{MODEL_ID} cannot be scheduled: a replica of deployment {name!r} of application {app!r} needs "
+                f"{json.dumps(request)}, the cluster has {free} free, and Ray's autoscaler adds no node for it. "
+                "Other replicas hold the rest. (On a machine whose CPUs the engine takes, give the OpenAI ingress "
+                "no CPU of its own: ingress_deployment_config: {ray_actor_options: {num_cpus: 0}}.)"
+            )
     for app, deployed_at in deploying.items():
         refused = autoscaler_refused(since=deployed_at)  # a file read: the `ray` commands below only if needed
         if not refused:
@@ -127,7 +164,7 @@ def main():
         status_text, applications = serve_status()
         statuses = {name: app["status"] for name, app in applications.items()}
         deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
-        cause = unschedulable(deploying)
+        cause = unschedulable(applications, deploying)
         if cause:
             raise RuntimeError(f"{cause}\n{status_text}")
         failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())

@@ -83,7 +83,7 @@ class SharedCluster:
     (serve_tiny_reasoner.yaml) and whatever other applications a test deploys beside it.
 
     The cluster's environment has what the API-key test needs (the key, and this folder on the Python path for
-    api_key_middleware.py), as the notebook tells the reader to start Ray, and reports metrics every second."""
+    api_key.py), as the notebook tells the reader to start Ray, and reports metrics every second."""
 
     # token_urlsafe begins with "-" one time in 64, as the notebook's key may; CI failed on it once (grep took the
     # key for an option), so every run now uses such a key.

@@ -1,8 +1,11 @@
-"""api_key_middleware.py, deployed the way the notebook says, with direct streaming: only the right bearer token gets
-through, on every path. The same deployment also carries an HF_TOKEN in its runtime_env (the way the README warns
-against), to check where it shows up."""
+"""api_key.py, the notebook's one switch for an API key (deploy `api_key:build_openai_app`), in each mode the README
+offers: direct streaming (the tutorial's cluster, beside its application) and the standard path (direct streaming
+and HAProxy off, on a cluster of 2 logical CPUs as the tutorial's is on this machine). In both, no key, a wrong key
+and odd spellings of the paths are refused on every route; the right key gets through. The direct deployment also
+carries an HF_TOKEN in its runtime_env (the way the README warns against), to check where it shows up."""
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -10,27 +13,82 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
-from harness.config import MODEL_ID, ROOT, app_llm_config, ray_logs
-from harness.servers import TUTORIAL_RAY_ENV
-from tests.plugin import files_containing
+from benchmark.cold_start import first_time
+from harness.config import MODEL_ID, ROOT, app_llm_config, load, ray_logs
+from harness.servers import SERVE_URL, STANDARD_PATH, TUTORIAL_RAY_ENV, RayCluster, write_config
+from tests.plugin import SharedCluster, files_containing
 
 LOGS = ray_logs(os.environ["RAY_TMPDIR"])  # the tests' clusters (tests/plugin.py)
-BASE = "http://127.0.0.1:8000/secure"
+CHAT = {"model": MODEL_ID, "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
+ROUTES = [  # (path, method, body)
+    ("/v1/chat/completions", "POST", CHAT),
+    ("/v1/chat/completions", "POST", {**CHAT, "stream": True}),
+    ("/v1/completions", "POST", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2}),
+    ("/tokenize", "POST", {"model": MODEL_ID, "prompt": "Hi"}),
+    ("/v1/models", "GET", None),
+    ("/docs", "GET", None),
+    ("/openapi.json", "GET", None),
+    # Paths vLLM's own key (VLLM_API_KEY) leaves open: its SageMaker route, and its metrics.
+    ("/invocations", "POST", CHAT),
+    ("/metrics", "GET", None),
+    # Odd spellings of the routes above, which a check on the path alone might let through.
+    ("//v1/models", "GET", None),
+    ("/V1/models", "GET", None),
+    ("/./v1/models", "GET", None),
+    ("/v1/%63hat/completions", "POST", CHAT),
+]
+SERVED_BY_VLLM = {path for path, _, _ in ROUTES[:9]}  # the routes as spelled: vLLM's own app serves them all
 
 
-def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluster):
+def keyed_app(app):
+    """An application of a Serve config with the one switch: api_key.py's builder in place of Ray's."""
+    assert app["import_path"] == "ray.serve.llm:build_openai_app"
+    return {**app, "import_path": "api_key:build_openai_app"}
+
+
+def statuses(base, key):
+    """{(who, path, streamed): HTTP status} for every route, asked with no key, wrong keys and the right key."""
+    found = {}
+    for who, headers in [
+        ("no key", {}),
+        ("wrong key", {"Authorization": "Bearer FAKE_KEY"}),
+        ("key without Bearer", {"Authorization": key}),
+        ("right key", {"Authorization": f"Bearer {key}"}),
+    ]:
+        for path, method, body in ROUTES:
+            reply = httpx.request(method, base + path, json=body, headers=headers, timeout=60)
+            found[(who, path, bool(body and body.get("stream")))] = reply.status_code
+            if who != "right key":
+                assert "API key" in reply.text, (who, path, reply.text)
+    print("\n" + "\n".join(f"{w:20} {p:24} stream={s!s:5} -> {status}" for (w, p, s), status in found.items()))
+    # Serve's own pages, answered before the app, take no key (the README says so).
+    for page in ("/-/healthz", "/-/routes"):
+        assert httpx.get(SERVE_URL.removesuffix("/v1") + page).status_code == 200, page
+    return found
+
+
+def assert_key_holds(found, served_paths):
+    """401 for every request without the right key; with it, never 401, and 200 on each route the mode serves."""
+    wrong = {
+        (who, path, streamed): status
+        for (who, path, streamed), status in found.items()
+        if (who != "right key" and status != 401)
+        or (who == "right key" and (status == 401 or (path in served_paths and status != 200)))
+    }
+    assert not wrong, wrong
+
+
+def test_direct_streaming_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluster):
     key = shared_cluster.API_KEY  # in the cluster's environment, as the notebook says to start Ray
-    app = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())["applications"][0]
+    base = "http://127.0.0.1:8000/secure"
+    app = keyed_app(load("serve_tiny_reasoner.yaml")["applications"][0])
     app["name"], app["route_prefix"] = "secure", "/secure"
-    # The notebook's one line for the config file; the cluster runs direct streaming (tutorial_env.sh).
     assert TUTORIAL_RAY_ENV["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] == "1"
-    app_llm_config(app)["engine_kwargs"]["middleware"] = ["api_key_middleware.RequireApiKey"]
     hf_token = "hf_canary_" + secrets.token_hex(8)
     app_llm_config(app)["runtime_env"]["env_vars"]["HF_TOKEN"] = hf_token
     shared_cluster.deploy(app)
-    env = {"API_KEY": key, "MODEL_ID": MODEL_ID, "BASE_URL": f"{BASE}/v1"}
+    env = {"API_KEY": key, "MODEL_ID": MODEL_ID, "BASE_URL": f"{base}/v1"}
     # wait_for_model.py, like the clients, sends $API_KEY when it is set.
     wait = subprocess.run(
         [sys.executable, "wait_for_model.py"],
@@ -48,43 +106,13 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     # this fails, and the README's warning can go).
     assert files_containing(hf_token, LOGS), "the token is in none of Ray's logs"
 
-    chat = {"model": MODEL_ID, "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
-    results = {}
-    for name, headers in [
-        ("no key", {}),
-        ("wrong key", {"Authorization": "Bearer FAKE_KEY"}),
-        ("key without Bearer", {"Authorization": key}),
-        ("right key", {"Authorization": f"Bearer {key}"}),
-    ]:
-        for path, method, body in [
-            ("/v1/chat/completions", "POST", chat),
-            ("/v1/chat/completions", "POST", {**chat, "stream": True}),
-            ("/v1/completions", "POST", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2}),
-            ("/tokenize", "POST", {"model": MODEL_ID, "prompt": "Hi"}),
-            ("/v1/models", "GET", None),
-            # Paths vLLM's own key (VLLM_API_KEY) leaves open: its SageMaker route, and its metrics.
-            ("/invocations", "POST", chat),
-            ("/metrics", "GET", None),
-        ]:
-            reply = httpx.request(method, BASE + path, json=body, headers=headers, timeout=60)
-            results[(name, path, bool(body and body.get("stream")))] = reply.status_code
-            if name != "right key":
-                assert "API key" in reply.text, reply.text
-    print(
-        "\n"
-        + "\n".join(
-            f"{name:20} {path:22} stream={stream!s:5} -> {status}" for (name, path, stream), status in results.items()
-        )
-    )
-    # With the right key every request reaches vLLM's server, which answers it.
-    expected = {(n, p, s): (401 if n != "right key" else 200) for n, p, s in results}
-    wrong = {k: status for k, status in results.items() if status != expected[k]}
-    assert not wrong, wrong
+    # With the right key every route reaches vLLM's own server, which answers it.
+    assert_key_holds(statuses(base, key), served_paths=SERVED_BY_VLLM)
     # The requests took the direct path: the replica's own server answered (its log has the request), not Serve's
     # proxy, the fallback behind HAProxy (whose log would have it too).
     request_id = "api-key-direct-" + secrets.token_hex(4)
     headers = {"Authorization": f"Bearer {key}", "x-request-id": request_id}
-    assert httpx.post(BASE + "/v1/chat/completions", json=chat, headers=headers, timeout=60).status_code == 200
+    assert httpx.post(base + "/v1/chat/completions", json=CHAT, headers=headers, timeout=60).status_code == 200
     replica_logs = list(Path(LOGS, "serve").glob("replica_secure_LLMServer*.log"))
     deadline = time.time() + 10  # a replica writes its access log line when the request ends
     while not files_containing(request_id, *replica_logs) and time.time() < deadline:
@@ -94,3 +122,49 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_right_key_gets_200(shared_cluste
     assert proxy_logs and not files_containing(request_id, *proxy_logs)
     # The key is in no file the deployment wrote.
     assert not files_containing(key, LOGS)
+
+
+def test_standard_path_the_ingress_without_room_stops_the_wait_then_the_key_holds(no_cluster):
+    key = SharedCluster.API_KEY
+    cluster = RayCluster({**STANDARD_PATH, "API_KEY": key, "PYTHONPATH": str(ROOT)})
+    config = load("serve_tiny_reasoner.yaml")
+    config["applications"] = [keyed_app(config["applications"][0])]
+    try:
+        cluster.start("--num-cpus=2")  # as `local_cluster.py start` gives the tutorial's cluster on 2 cores
+        # The tutorial's config as it is: the engine's placement takes both CPUs, and the ingress (api_key.py's
+        # ApiKeyIngress) asks for one.
+        deployed = time.time()
+        cluster.run("serve", "deploy", write_config(config))
+        env = {**cluster.env, "API_KEY": key, "MODEL_ID": MODEL_ID, "READY_TIMEOUT_S": "500"}
+        wait = subprocess.run(
+            [sys.executable, "wait_for_model.py"], env=env, cwd=ROOT, timeout=600, capture_output=True, text=True
+        )
+        ended = time.time()
+        print(f"the wait ended {ended - deployed:.0f}s after the deploy, after:\n{wait.stdout}\n{wait.stderr[-1500:]}")
+        assert wait.returncode == 1, wait.stdout[-2000:]
+        assert "a replica of deployment 'ApiKeyIngress' of application 'default' needs {\"CPU\": 1}" in wait.stderr
+        assert "num_cpus: 0" in wait.stderr  # and what to do
+        # In its first round after Serve logged that the ingress waits to be scheduled (over 30 s after the deploy).
+        warned = first_time(
+            [str(p) for p in Path(LOGS, "serve").glob("controller_*.log")],
+            r"'ApiKeyIngress' in application 'default' has 1 replicas that have taken more than \d+s to be scheduled",
+            since=deployed - 1,
+        )
+        assert warned is not None, "Serve never said that the ingress waits to be scheduled"
+        went_on = [int(s) for s in re.findall(r"^ *(\d+)s \{", wait.stdout, re.M) if deployed + int(s) > warned + 3]
+        assert not went_on, (
+            f"rounds went on at {went_on}s, after Serve said the ingress waits ({warned - deployed:.0f}s)"
+        )
+        print(f"Serve said the ingress waits {warned - deployed:.0f}s after the deploy")
+
+        # The README's remedy: the ingress asks for no CPU of its own. Then the key holds on this path too.
+        config["applications"][0]["args"]["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
+        cluster.deploy(config, headers={"Authorization": f"Bearer {key}"})
+        # Ray's ingress serves the OpenAI routes and its docs; vLLM's /invocations and /metrics are not there, and
+        # its /tokenize answers this body with 400 (past the key all the same).
+        found = statuses(SERVE_URL.removesuffix("/v1"), key)
+        assert_key_holds(found, served_paths=SERVED_BY_VLLM - {"/invocations", "/metrics", "/tokenize"})
+        assert found[("right key", "/invocations", False)] == 404  # the standard ingress answered, not vLLM's app
+        assert not files_containing(key, LOGS)
+    finally:
+        cluster.stop()

@@ -166,3 +166,40 @@ def test_the_benchmark_fails_when_its_server_does_not_answer(tmp_path):
     )
     assert run.returncode == 1 and "http://127.0.0.1:9/v1 did not start or answer" in run.stderr, run.stderr[-2000:]
     assert "error" in json.loads(out.read_text())["servers"]["http://127.0.0.1:9/v1"]
+
+
+def test_an_autoscaler_that_adds_no_node_for_a_waiting_replica_is_read_from_its_latest_report(tmp_path, monkeypatch):
+    import wait_for_model
+
+    monkeypatch.setattr(wait_for_model, "LOGS", str(tmp_path))
+
+    def report(time, pending_nodes):
+        return (
+            f"{time},001\tINFO autoscaler.py:408 -- \n======== Autoscaler status: {time}.001000 ========\n"
+            f"Node status\n---\nPending:\n {pending_nodes}\nResources\n---\nPending Demands:\n"
+            " {'CPU': 1.0}: 1+ pending tasks/actors\n"
+            f"{time},002\tINFO autoscaler.py:469 -- The autoscaler took 0.002 seconds.\n"
+        )
+
+    log = tmp_path / "monitor.log"
+    deployed = time.mktime(time.strptime("2026-12-06 14:00:00", "%Y-%m-%d %H:%M:%S"))
+    log.write_text(
+        report("2026-12-06 14:00:30", "cpu-worker, 1 launching") + report("2026-12-06 14:00:35", "(no pending nodes)")
+    )
+    assert wait_for_model.autoscaler_idle_with({"CPU": 1}, since=deployed)
+    assert not wait_for_model.autoscaler_idle_with({"CPU": 2}, since=deployed)  # not what the replica waits for
+    assert not wait_for_model.autoscaler_idle_with({"CPU": 1}, since=deployed + 60)  # an earlier deployment's report
+    log.write_text(report("2026-12-06 14:00:35", "cpu-worker, 1 launching"))  # a node is on its way
+    assert not wait_for_model.autoscaler_idle_with({"CPU": 1}, since=deployed)
+
+
+def test_the_key_builder_refuses_to_build_an_app_it_cannot_protect(monkeypatch):
+    import api_key
+
+    args = {"llm_configs": [llm_config(yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text()))]}
+    monkeypatch.delenv("API_KEY", raising=False)
+    with pytest.raises(ValueError, match="API_KEY is not set"):
+        api_key.build_openai_app(args)
+    monkeypatch.setenv("API_KEY", "-a-key")
+    with pytest.raises(ValueError, match="sets the ingress class itself"):
+        api_key.build_openai_app({**args, "ingress_cls_config": {"ingress_cls": "api_key:ApiKeyIngress"}})
