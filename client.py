@@ -1,6 +1,7 @@
 """Ask the deployment one question; print the model's reasoning, then its answer.
 
-Expects the tutorial's deployment at $BASE_URL (default http://localhost:8000/v1), serving $MODEL_ID."""
+Expects the tutorial's deployment at $BASE_URL (default http://localhost:8000/v1), serving $MODEL_ID (by
+default the one model it lists)."""
 
 import os
 
@@ -13,7 +14,7 @@ client = OpenAI(
     # run (graceful_shutdown_timeout_s), not the client's default 600 s, after which it sends the request again.
     timeout=900,
 )
-MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
+MODEL_ID = os.environ.get("MODEL_ID") or client.models.list().data[0].id  # else the one it serves
 
 response = client.chat.completions.create(
     model=MODEL_ID,

@@ -1,41 +1,25 @@
-"""Stream one answer: print the model's reasoning as it arrives, then its answer.
+"""Stream one answer: print the model's reasoning as it arrives, then its answer. If the stream breaks, it goes on
+where it broke (resumable_stream.py). The question: the command line's words, else the tutorial's.
 
-Expects the tutorial's deployment at $BASE_URL (default http://localhost:8000/v1), serving $MODEL_ID."""
+Expects the tutorial's deployment at $BASE_URL (default http://localhost:8000/v1), serving $MODEL_ID (by
+default the one model it lists)."""
 
-import os
+import sys
 
-from openai import OpenAI
+from resumable_stream import stream_chain
 
-client = OpenAI(
-    base_url=os.environ.get("BASE_URL", "http://localhost:8000/v1"),
-    api_key=os.environ.get("API_KEY", "FAKE_KEY"),  # any placeholder, unless the server requires a key
+question = " ".join(sys.argv[1:]) or (
+    "I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
+    "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?"
 )
-MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
-
-stream = client.chat.completions.create(
-    model=MODEL_ID,
-    messages=[
-        {
-            "role": "user",
-            "content": "I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
-            "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?",
-        }
-    ],
-    stream=True,
-)
-
 print("Reasoning:")
 answering = False
-for chunk in stream:
-    if not chunk.choices:
+for kind, text in stream_chain([{"role": "user", "content": question}]):
+    if kind == "broke":
+        print(f"\n[the stream broke: {text}]", flush=True)
         continue
-    delta = chunk.choices[0].delta
-    reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content", None)
-    if reasoning:
-        print(reasoning, end="", flush=True)
-    if delta.content:
-        if not answering:
-            print("\n\nAnswer:")
-            answering = True
-        print(delta.content, end="", flush=True)
+    if kind == "answer" and not answering:
+        print("\n\nAnswer:")
+        answering = True
+    print(text, end="", flush=True)
 print()

@@ -10,7 +10,7 @@ import yaml
 from openai import OpenAI
 
 BASE_URL = os.environ.get("BASE_URL", "http://localhost:8000/v1")
-MODEL_ID = os.environ.get("MODEL_ID", "my-qwq-32B")
+MODEL_ID = os.environ.get("MODEL_ID")  # else the one model the deployment lists, once it lists one
 TIMEOUT_S = float(os.environ.get("READY_TIMEOUT_S", "900"))
 # Ray's files live in <temp>/ray/session_latest, <temp> being $RAY_TMPDIR, else $TMPDIR, else /tmp.
 LOGS = os.path.join(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp", "ray/session_latest/logs")
@@ -121,10 +121,10 @@ def unschedulable(applications, deploying):
     for app, name, request, free in waiting_replicas(applications, deploying):
         if autoscaler_idle_with(request, since=deploying[app]):
             return (
-                f"{MODEL_ID} cannot be scheduled: a replica of deployment {name!r} of application {app!r} needs "
-                f"{json.dumps(request)}, the cluster has {free} free, and Ray's autoscaler adds no node for it. "
-                "Other replicas hold the rest. (On a machine whose CPUs the engine takes, give the OpenAI ingress "
-                "no CPU of its own: ingress_deployment_config: {ray_actor_options: {num_cpus: 0}}.)"
+                f"{MODEL_ID or 'The model'} cannot be scheduled: a replica of deployment {name!r} of application "
+                f"{app!r} needs {json.dumps(request)}, the cluster has {free} free, and Ray's autoscaler adds no node "
+                "for it. Other replicas hold the rest. (On a machine whose CPUs the engine takes, give the OpenAI "
+                "ingress no CPU of its own: ingress_deployment_config: {ray_actor_options: {num_cpus: 0}}.)"
             )
     for app, deployed_at in deploying.items():
         refused = autoscaler_refused(since=deployed_at)  # a file read: the `ray` commands below only if needed
@@ -142,13 +142,14 @@ def unschedulable(applications, deploying):
                 if not name.startswith("node:")
             )
             return (
-                f"{MODEL_ID} cannot be scheduled: a replica of application {app!r} {needs}. No node of this cluster "
-                f"can hold it, says Ray's autoscaler. The cluster has: {offered}."
+                f"{MODEL_ID or 'The model'} cannot be scheduled: a replica of application {app!r} {needs}. No node of "
+                f"this cluster can hold it, says Ray's autoscaler. The cluster has: {offered}."
             )
     return None
 
 
 def main():
+    global MODEL_ID
     # A one-token answer takes under a second once the model is up; a request that waits longer goes unanswered,
     # and the loop checks on the deployment instead.
     client = OpenAI(base_url=BASE_URL, api_key=os.environ.get("API_KEY", "FAKE_KEY"), max_retries=0, timeout=5)
@@ -156,6 +157,7 @@ def main():
     while True:
         asked = time.time()
         try:
+            MODEL_ID = MODEL_ID or client.models.list().data[0].id
             client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
             print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
             return
@@ -176,7 +178,9 @@ def main():
         if failed or retrying or time.time() - start > TIMEOUT_S:
             retry_note = "A replica failed to start; Serve is retrying. Run this again to wait for it.\n"
             again = retry_note if retrying and not failed else ""
-            raise RuntimeError(f"{MODEL_ID} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}")
+            raise RuntimeError(
+                f"{MODEL_ID or 'The model'} is not answering ({waiting_for}).\n{again}{status_text}\n{log_errors()}"
+            )
         print(f"{time.time() - start:4.0f}s {statuses}, waiting ({waiting_for})", flush=True)
         time.sleep(max(0.0, asked + 10 - time.time()))  # a round every 10 s at most: `serve status` takes CPU
 

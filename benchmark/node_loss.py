@@ -28,12 +28,13 @@ import re
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmark import report
 from benchmark.cold_start import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
 from benchmark.load import BROKEN, default_prompts, session, stream_chat
-from harness import servers
+from harness import chains, servers
 from harness.config import MODEL_ID, ROOT, llm_config, load, ray_logs
 
 CONCURRENCY = 4
@@ -54,9 +55,26 @@ def two_replica_config():
     return config
 
 
-async def steady_load(log, stop):
+async def steady_load(log, stop, client="benchmark"):
     """CONCURRENCY streams, each sending its next chain PAUSE_S after the last ended, until `stop` is set. Every
-    request is logged as {id, sent, ended, status, done, error} (times from time.time())."""
+    request is logged as {id, sent, ended, status, done, error} (times from time.time()). The client: the benchmark's
+    load generator (192 tokens, ignore_eos), or the tutorial's own, on checkable questions, plain or resuming."""
+    if client != "benchmark":  # "both": CONCURRENCY streams of each, side by side on the same replicas
+        kinds = {"plain": [False], "resuming": [True], "both": [False, True]}[client]
+        # Threads of their own: in asyncio's default pool (6 threads on 2 cores) they would keep out worker.die().
+        with ThreadPoolExecutor(max_workers=CONCURRENCY * len(kinds)) as pool:
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.gather(
+                    *(
+                        loop.run_in_executor(pool, chains.stream_chains, log, stop, resume, PAUSE_S)
+                        for resume in kinds
+                        for _ in range(CONCURRENCY)
+                    )
+                )
+            finally:  # interrupted (Ctrl-C, SIGTERM): the threads end after their chain, and the cluster stops
+                stop.set()
+        return
     prompts = default_prompts(64)
     async with session(CONCURRENCY, timeout_s=600) as client:
 
@@ -90,10 +108,11 @@ async def outage(log, args, worker, moments, node_dead):
     """The load; the worker node killed after warm_s, at a moment when every stream has a chain in flight; the
     load goes on until outage_s after Ray marked the node dead, served by the surviving replica alone."""
     stop = asyncio.Event()
-    load = asyncio.create_task(steady_load(log, stop))
+    load = asyncio.create_task(steady_load(log, stop, args.client))
     await asyncio.sleep(args.warm_s)
     waited = time.time()
-    while sum("ended" not in entry for entry in log) < CONCURRENCY and time.time() - waited < 30:
+    streams = CONCURRENCY * (2 if args.client == "both" else 1)
+    while sum("ended" not in entry for entry in log) < streams and time.time() - waited < 30:
         await asyncio.sleep(0.05)
     moments["worker node killed"] = time.time()
     await asyncio.to_thread(worker.die)
@@ -105,9 +124,9 @@ async def outage(log, args, worker, moments, node_dead):
     moments[PAUSED] = time.time()
 
 
-async def load_for(log, seconds):
+async def load_for(log, seconds, client):
     stop = asyncio.Event()
-    load = asyncio.create_task(steady_load(log, stop))
+    load = asyncio.create_task(steady_load(log, stop, client))
     await asyncio.sleep(seconds)
     stop.set()
     await load
@@ -132,7 +151,7 @@ def run(cluster, worker, spare, args):
         if time.time() > deadline:
             return log, moments
         time.sleep(1)
-    asyncio.run(load_for(log, args.after_s))  # the load again, on both replicas
+    asyncio.run(load_for(log, args.after_s, args.client))  # the load again, on both replicas
     controller = list((ray_logs(cluster.env["RAY_TMPDIR"]) / "serve").glob("controller_[0-9]*"))
     find("Serve saw its replica die and asked for a new one", controller, rf"Replica\(.*'{DEPLOYMENT}'.*crashed")
     find("replacement replica began initializing", replica_logs([spare.logs()]), r"Started initializing replica")
@@ -192,6 +211,25 @@ def outcome(results):
     )
 
 
+def chains_outcome(results):
+    """What the notebook says of a run with --client both (the tutorial's client, plain and resuming), in numbers."""
+    chains = results["in_flight_chains"]
+    plain = [c for c in chains if c["client"] == "plain"]
+    resuming = [c for c in chains if c["client"] == "resuming"]
+    lost = [c for c in plain if not c["finished"]]
+    broke = [c for c in resuming if c["breaks"]]
+    stalls = sorted(s for c in broke for s in c["stall_s"])
+    return (
+        f"Of the {len(plain)} chains the plain client had in flight at the kill, {len(lost)} broke off and were lost "
+        f"and {sum(c['correct'] for c in plain)} finished right. Of the resuming client's {len(resuming)}, "
+        f"{len(broke)} broke and were sent again with the chain so far: {sum(c['finished'] for c in resuming)} "
+        f"finished, {sum(c['correct'] for c in resuming)} with the right answer and "
+        f"{sum(c['same_as_uninterrupted'] for c in resuming)} with the text of an uninterrupted run of the same "
+        f"question. Those that broke stalled {', '.join(f'{s} s' for s in stalls) or 'not at all'}, and sending "
+        f"them again cost {sum(c['resent_chars'] for c in broke)} characters of chain in the prompts."
+    )
+
+
 def table(results):
     return report.moments_table(results["seconds_after_the_kill"], "the worker node was killed")
 
@@ -204,10 +242,23 @@ def main():
     parser.add_argument("--outage-s", type=float, default=30, help="seconds of load after the node is marked dead")
     parser.add_argument("--after-s", type=float, default=15, help="seconds of load after the recovery")
     parser.add_argument("--timeout", type=float, default=600, help="give up on the recovery after this")
+    parser.add_argument(
+        "--client",
+        choices=["benchmark", "plain", "resuming", "both"],
+        default="benchmark",
+        help="the benchmark's load generator, or the tutorial's resumable_stream.py on checkable questions, without or "
+        "with stream_chain()'s resuming, or both side by side",
+    )
+    parser.add_argument(
+        "--spread", action="store_true", help="route without the proxy's preference for the replica on its own node"
+    )
     args = parser.parse_args()
 
     ray_tmp = tempfile.mkdtemp(prefix="nl-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp})
+    # Serve's proxy sends a request to a replica on its own node when it can, so with the proxy on the head few
+    # chains reach the worker's replica; --spread turns that off, as if each node had a proxy of its own.
+    prefer_local = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"} if args.spread else {}
+    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, **prefer_local})
     head_logs = ray_logs(ray_tmp)
     workers = []
     try:
@@ -238,10 +289,15 @@ def main():
         "machine": f"{os.cpu_count()} cores; two Ray nodes of {CPUS_PER_NODE} logical CPUs each, on loopback",
         "config": "serve_tiny_reasoner.yaml with 2 replicas (one per node) and proxy_location: HeadOnly",
         "nodes": "head and worker with a replica each; a spare node, idle, joined before the load",
-        "load": {"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS, "ignore_eos": True, "pause_s": PAUSE_S},
+        "proxy_prefers_the_replica_on_its_node": not args.spread,
+        "load": {"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS, "ignore_eos": True, "pause_s": PAUSE_S}
+        if args.client == "benchmark"
+        else {"client": args.client, "concurrency": CONCURRENCY, "questions": "harness.chains", "pause_s": PAUSE_S},
         "seconds_from_the_deploy_to_a_first_answer": round(first_answer_s, 1),
         **summarize(log, moments, served, survivor),
     }
+    if args.client != "benchmark":
+        results["in_flight_chains"] = chains.in_flight_outcomes(log, moments["worker node killed"])
     print(table(results))
     print({key: value for key, value in results.items() if key not in ("request_log", "failed_requests")})
     args.out.parent.mkdir(parents=True, exist_ok=True)

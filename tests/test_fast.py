@@ -203,3 +203,21 @@ def test_the_key_builder_refuses_to_build_an_app_it_cannot_protect(monkeypatch):
     monkeypatch.setenv("API_KEY", "-a-key")
     with pytest.raises(ValueError, match="sets the ingress class itself"):
         api_key.build_openai_app({**args, "ingress_cls_config": {"ingress_cls": "api_key:ApiKeyIngress"}})
+
+
+def test_a_resumed_chain_is_rendered_as_the_original_prompt_plus_the_chain_so_far():
+    """resumable_stream.py sends the reasoning so far as an assistant message to continue; with the small model's chat
+    template that prompt must be the first request's prompt followed by the chain, so that the model writes on."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tiny_reasoner")
+    question = [{"role": "user", "content": "How often does s occur in psychoanalyst?"}]
+    chain = 'Spell "psychoana'
+    first = tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
+    resumed = tokenizer.apply_chat_template(
+        question + [{"role": "assistant", "content": "<think>\n" + chain}],
+        tokenize=False,
+        add_generation_prompt=False,
+        continue_final_message=True,
+    )
+    assert first.endswith("<think>\n") and resumed == first + chain, (first, resumed)

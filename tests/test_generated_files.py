@@ -192,6 +192,27 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
     assert outcome(results) in " ".join(readme.split())
 
 
+def test_the_resumed_stream_in_the_notebook_is_the_measured_one():
+    """The notebook shows benchmark/results/resumed_stream.json, the output of tests/test_resume.py's run."""
+    results = json.loads((ROOT / "benchmark" / "results" / "resumed_stream.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert "```text\n" + results["output"].rstrip("\n") + "\n```" in readme
+    assert f"on {results['stall_s']} s after the kill" in " ".join(readme.split())
+    assert f"{results['killed_after_bytes']} bytes into the output" in " ".join(readme.split())
+
+
+def test_the_node_loss_with_the_tutorials_client_is_the_measured_one():
+    """benchmark/results/node_loss_chains.json (`--client both`): the notebook quotes it, and in it no chain of the
+    resuming client was lost, each with the right answer and the text of an uninterrupted run."""
+    from benchmark.node_loss import chains_outcome
+
+    results = json.loads((ROOT / "benchmark" / "results" / "node_loss_chains.json").read_text())
+    assert chains_outcome(results) in " ".join((ROOT / "README.md").read_text().split())
+    resuming = [c for c in results["in_flight_chains"] if c["client"] == "resuming"]
+    assert any(c["breaks"] for c in resuming)  # some were on the node that died
+    assert all(c["finished"] and c["correct"] and c["same_as_uninterrupted"] for c in resuming), resuming
+
+
 def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     """The notebook quotes benchmark/results/long_chains.json, which `python -m benchmark.long_chains` wrote, measured
     with the deployment options that serve_qwq_32b.yaml has now and the HAProxy setting of tutorial_env.sh."""

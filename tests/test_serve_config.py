@@ -149,6 +149,11 @@ def test_the_ray_service_deploys_serve_qwq_32b_yaml():
     # HAProxy's old process keeps a connection for a chain in flight and one more: two grace periods.
     grace = llm_config(config_file)["deployment_config"]["graceful_shutdown_timeout_s"]
     assert int(serve_env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= 2 * grace
+    # An upgrade deletes the old cluster this long after the switch: a chain in flight there gets the same grace.
+    assert (
+        yaml.safe_load((ROOT / "ray-service.qwq-32b.yaml").read_text())["spec"]["rayClusterDeletionDelaySeconds"]
+        == grace
+    )
 
 
 @pytest.mark.parametrize("right, wrong", [("engine_kwargs", "engine_kwarg"), ("import_path", "import_pth")])
