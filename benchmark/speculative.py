@@ -33,11 +33,27 @@ from tiny_reasoner import tasks
 from tiny_reasoner.evaluate import ask_all
 
 # Setting name -> engine_kwargs.speculative_config (None: no speculation). ngram (prompt lookup) needs no draft model:
-# it proposes the tokens that followed the last 2-4 tokens' earlier occurrence in the prompt or output.
-SPECULATIVE = {"none": None} | {
-    f"ngram{k}": {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
-    for k in (2, 4, 8)
-}
+# it proposes the tokens that followed the last 2-4 tokens' earlier occurrence in the prompt or output. vLLM turns
+# async scheduling off for it; ngram_gpu proposes the same way on the GPU and keeps async scheduling. Both fall back
+# from vLLM's V2 model runner to V1: "none-v1" and "none-sync" are each of those alone, without speculation.
+SPECULATIVE = (
+    {"none": None, "none-v1": None, "none-sync": None}
+    | {
+        f"ngram{k}": {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+        for k in (2, 4, 8)
+    }
+    | {
+        f"ngram_gpu{k}": {
+            "method": "ngram_gpu",
+            "num_speculative_tokens": k,
+            "prompt_lookup_max": 4,
+            "prompt_lookup_min": 2,
+        }
+        for k in (4, 8)
+    }
+)
+SETTING_ENGINE_KWARGS = {"none-sync": {"async_scheduling": False}}  # a setting's engine arguments beyond the config's
+SETTING_ENV = {"none-v1": {"VLLM_USE_V2_MODEL_RUNNER": "0"}}  # and its environment for the engine
 METRICS_PORT = 8085  # Ray's metrics export, where a Serve engine's vllm: counters appear
 COUNTER = re.compile(r"^\S*spec_decode_num_(drafts|draft_tokens|accepted_tokens)(?:_total)?(?:\{[^}]*\})? (\S+)$")
 
@@ -73,18 +89,21 @@ def acceptance(before, after):
 
 
 @contextmanager
-def start(settings, config, spec, log):
+def start(settings, config, spec, log, extra_env=None):
     """One server with `spec` (or none); yields (base URL, cold start s, metrics URL); always stops it."""
     model = llm_config(config)["model_loading_config"]
+    extra_env = extra_env or {}
     if settings.server == "bare":
         args = engine_cli_args(config) + (["--speculative-config", json.dumps(spec)] if spec else [])
-        with servers.bare_vllm(ROOT / model["model_source"], model["model_id"], args, log, env=engine_env(config)) as u:
+        with servers.bare_vllm(
+            ROOT / model["model_source"], model["model_id"], args, log, env=engine_env(config) | extra_env
+        ) as u:
             url, cold = u
             yield url, cold, url.removesuffix("/v1") + "/metrics"
         return
     config = copy.deepcopy(config)  # the engine's arguments plus this setting's speculative_config
     llm_config(config)["engine_kwargs"] |= {"speculative_config": spec} if spec else {}
-    cluster = servers.RayCluster({"RAY_metrics_report_interval_ms": "1000"})
+    cluster = servers.RayCluster({"RAY_metrics_report_interval_ms": "1000", **extra_env})
     started = time.time()
     try:
         cluster.start(f"--metrics-export-port={METRICS_PORT}")
@@ -103,11 +122,13 @@ def answer_hashes(base_url, model, items):
 
 def measure(settings, name, config, tokenizer):
     spec, model = SPECULATIVE[name], llm_config(config)["model_loading_config"]["model_id"]
+    config = copy.deepcopy(config)
+    llm_config(config)["engine_kwargs"] |= SETTING_ENGINE_KWARGS.get(name, {})
     args = argparse.Namespace(**{k: getattr(settings, k) for k in ("concurrency", "requests", "repeats", "max_tokens")})
     args.__dict__.update(warmup_tokens=None, extra_body=None, model=model, prompts=default_prompts(max(args.requests)))
     items = tasks.held_out_letter_prompts(settings.letters) + tasks.sum_prompts() + tasks.held_out_other_prompts()
     log = settings.out.parent / f"speculative_{settings.server}_{name}.log"
-    with start(settings, config, spec, log) as (url, cold, metrics_url):
+    with start(settings, config, spec, log, SETTING_ENV.get(name)) as (url, cold, metrics_url):
         before = spec_counters(metrics_url, settings.server)
         # measure_server's own start is the server already running here; it warms up, loads, asks the notebook.
         row = measure_server(lambda: nullcontext((url, cold)), name, args, tokenizer)
@@ -116,11 +137,12 @@ def measure(settings, name, config, tokenizer):
         hashes, correct = answer_hashes(url, model, items)
         row["acceptance_answers"] = acceptance(middle, spec_counters(metrics_url, settings.server))
         row["answers"] = {"questions": len(items), "correct": correct, "hashes": hashes}
-        if spec is None:  # the same questions again: how many answers batching alone leaves byte-identical
+        if name == "none":  # the same questions again: how many answers batching alone leaves byte-identical
             again = answer_hashes(url, model, items)[0]
             row["answers"]["identical_on_second_ask"] = sum(map(str.__eq__, hashes, again))
     row.pop("timeline", None)
-    return {"speculative_config": spec, "server": settings.server, "machine": machine(), **row}
+    added = {"env": SETTING_ENV.get(name, {}), "engine_kwargs_added": SETTING_ENGINE_KWARGS.get(name, {})}
+    return {"speculative_config": spec, **added, "server": settings.server, "machine": machine(), **row}
 
 
 def summary(row, concurrency):
@@ -180,6 +202,39 @@ def print_table(result):
                 f" {acc['mean_acceptance_length'] or 1:8.2f} {acc['acceptance_rate'] or 0:9.1%}"
                 f"  {answers.get('identical_to_none', '-')}/{answers['questions']}"
             )
+
+
+def label(row):
+    spec, env, kwargs = row["speculative_config"], row.get("env") or {}, row.get("engine_kwargs_added") or {}
+    if spec:
+        return f"`{spec['method']}`, {spec['num_speculative_tokens']} tokens"
+    changed = [f"`{k}={v}`" for k, v in env.items()] + [f"`{k}: {v}`" for k, v in kwargs.items()]
+    return "none" + (f", {', '.join(changed)}" if changed else "")
+
+
+def table(result):
+    """The README's table of a results file: TTFO against its own no-speculation row, tokens per engine step (1 +
+    accepted per draft) and the time of one step at 1 stream (tokens per step / output tokens per second)."""
+    lines = [
+        "| speculation | TTFO p50 / p90, 1 stream | TTFO p50, 16 streams | output tokens/s, 1 / 16 streams "
+        "| tokens per step (drafts accepted) | ms per step, 1 stream | answers as without |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in (row for row in result["rows"].values() if "summary" in row):
+        one, many, acc = row["summary"]["1"], row["summary"]["16"], row["acceptance_load"]
+        per_step = acc["mean_acceptance_length"] or 1
+        base = label(row) == "none"
+        ratio = {c: "" if base else f" ({n['ttfo_p50_vs_none']:.2f}×)" for c, n in (("1", one), ("16", many))}
+        accepted = "–" if not row["speculative_config"] else f"{per_step:.2f} ({acc['acceptance_rate']:.0%})"
+        answers = row["answers"]
+        same = answers.get("identical_on_second_ask") if base else answers["identical_to_none"]
+        lines.append(
+            f"| {label(row)} | {one['ttfo_p50_s'] * 1e3:.0f} / {one['ttfo_p90_s'] * 1e3:.0f} ms{ratio['1']} "
+            f"| {many['ttfo_p50_s'] * 1e3:.0f} ms{ratio['16']} "
+            f"| {one['output_tokens_per_s']:,.0f} / {many['output_tokens_per_s']:,.0f} | {accepted} "
+            f"| {per_step / one['output_tokens_per_s'] * 1e3:.2f} | {same} of {answers['questions']} |"
+        )
+    return "\n".join(lines)
 
 
 def main():

@@ -192,6 +192,19 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
     assert outcome(results) in " ".join(readme.split())
 
 
+def test_the_speculative_decoding_tables_are_the_measured_ones():
+    """The notebook's tables are benchmark.speculative.table() of the two GPU leases' results files."""
+    from benchmark.speculative import table
+
+    readme = (ROOT / "README.md").read_text()
+    for name in ("speculative_gpu.json", "speculative_gpu_ablations.json"):
+        results = json.loads((ROOT / "benchmark" / "results" / name).read_text())
+        assert table(results) in readme, name
+        assert all(
+            row["answers"]["identical_to_none"] == row["answers"]["questions"] for row in results["rows"].values()
+        )
+
+
 def test_the_resumed_stream_in_the_notebook_is_the_measured_one():
     """The notebook shows benchmark/results/resumed_stream.json, the output of tests/test_resume.py's run."""
     results = json.loads((ROOT / "benchmark" / "results" / "resumed_stream.json").read_text())
