@@ -193,11 +193,11 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
 
 
 def test_the_speculative_decoding_tables_are_the_measured_ones():
-    """The notebook's tables are benchmark.speculative.table() of the two GPU leases' results files."""
+    """The notebook's tables are benchmark.speculative.table() of the two GPU leases' and the CPU run's results."""
     from benchmark.speculative import table
 
     readme = (ROOT / "README.md").read_text()
-    for name in ("speculative_gpu.json", "speculative_gpu_ablations.json"):
+    for name in ("speculative_gpu.json", "speculative_gpu_ablations.json", "speculative_cpu.json"):
         results = json.loads((ROOT / "benchmark" / "results" / name).read_text())
         assert table(results) in readme, name
         assert all(
