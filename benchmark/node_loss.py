@@ -41,6 +41,8 @@ CONCURRENCY = 4
 MAX_TOKENS = 192  # with ignore_eos: every chain streams for about a second, so that some are in flight at the kill
 PAUSE_S = 1.0  # between one stream's chains: a load that leaves the replacement replica CPU time to start on 2 cores
 CPUS_PER_NODE = 2  # one replica of the tiny model (its engine and its actor) per node
+# The tutorial's client (harness.chains): for each --client, whether each of its kinds of stream resumes.
+RESUMING = {"plain": [False], "resuming": [True], "both": [False, True]}
 NODE_DEAD = r"Node is dead"  # the GCS log line of a node it gave up on (its health check failed)
 
 
@@ -60,7 +62,7 @@ async def steady_load(log, stop, client="benchmark"):
     request is logged as {id, sent, ended, status, done, error} (times from time.time()). The client: the benchmark's
     load generator (192 tokens, ignore_eos), or the tutorial's own, on checkable questions, plain or resuming."""
     if client != "benchmark":  # "both": CONCURRENCY streams of each, side by side on the same replicas
-        kinds = {"plain": [False], "resuming": [True], "both": [False, True]}[client]
+        kinds = RESUMING[client]
         # Threads of their own: in asyncio's default pool (6 threads on 2 cores) they would keep out worker.die().
         with ThreadPoolExecutor(max_workers=CONCURRENCY * len(kinds)) as pool:
             loop = asyncio.get_running_loop()
@@ -111,7 +113,7 @@ async def outage(log, args, worker, moments, node_dead):
     load = asyncio.create_task(steady_load(log, stop, args.client))
     await asyncio.sleep(args.warm_s)
     waited = time.time()
-    streams = CONCURRENCY * (2 if args.client == "both" else 1)
+    streams = CONCURRENCY * len(RESUMING.get(args.client, [None]))
     while sum("ended" not in entry for entry in log) < streams and time.time() - waited < 30:
         await asyncio.sleep(0.05)
     moments["worker node killed"] = time.time()

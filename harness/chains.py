@@ -16,21 +16,8 @@ def questions(count=16):
 
 
 def plain_chain(messages, **options):
-    """The OpenAI client's stream as it is: what stream_chain() yields, and an error where the stream breaks."""
-    client = resumable_stream.client
-    for chunk in client.chat.completions.create(
-        model=resumable_stream.MODEL_ID, messages=messages, stream=True, **options
-    ):
-        if not chunk.choices:
-            continue
-        delta = chunk.choices[0].delta
-        if getattr(delta, "reasoning", None):
-            yield "reasoning", delta.reasoning
-        if delta.content:
-            yield "answer", delta.content
-        if chunk.choices[0].finish_reason:
-            return
-    raise ConnectionError("the stream ended before the reply did")
+    """A stream that is lost where it breaks, as with the OpenAI client alone: stream_chain() that never resends."""
+    return resumable_stream.stream_chain(messages, max_breaks=0, **options)
 
 
 def run_chain(entry, item, resume):
@@ -69,7 +56,7 @@ def stream_chains(log, stop, resume, pause_s):
 
 def in_flight_outcomes(log, killed_at):
     """For each chain in flight at `killed_at`: did it finish, right, with the text of an uninterrupted run of the
-    same question (greedy decoding: any finished chain of it that never broke), how long it stalled, and how much of
+    same question (greedy decoding: any finished chain of it that never broke), how long it stalled, and how much
     of it was sent again (characters; the small model's tokenizer is byte-level, so about one prompt token each)."""
     uninterrupted = {e["question"]: e["reasoning"] + e["answer"] for e in log if e["done"] and not e["breaks"]}
     outcomes = []
