@@ -213,25 +213,6 @@ def outcome(results):
     )
 
 
-def chains_outcome(results):
-    """What the notebook says of a run with --client both (the tutorial's client, plain and resuming), in numbers."""
-    chains = results["in_flight_chains"]
-    plain = [c for c in chains if c["client"] == "plain"]
-    resuming = [c for c in chains if c["client"] == "resuming"]
-    lost = [c for c in plain if not c["finished"]]
-    broke = [c for c in resuming if c["breaks"]]
-    stalls = sorted(s for c in broke for s in c["stall_s"])
-    return (
-        f"Of the {len(plain)} chains the plain client had in flight at the kill, {len(lost)} broke off and were lost "
-        f"and {sum(c['correct'] for c in plain)} finished right. Of the resuming client's {len(resuming)}, "
-        f"{len(broke)} broke and were sent again with the chain so far: {sum(c['finished'] for c in resuming)} "
-        f"finished, {sum(c['correct'] for c in resuming)} with the right answer and "
-        f"{sum(c['same_as_uninterrupted'] for c in resuming)} with the text of an uninterrupted run of the same "
-        f"question. Those that broke stalled {', '.join(f'{s} s' for s in stalls) or 'not at all'}, and sending "
-        f"them again cost {sum(c['resent_chars'] for c in broke)} characters of chain in the prompts."
-    )
-
-
 def table(results):
     return report.moments_table(results["seconds_after_the_kill"], "the worker node was killed")
 

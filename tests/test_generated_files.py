@@ -217,10 +217,10 @@ def test_the_resumed_stream_in_the_notebook_is_the_measured_one():
 def test_the_node_loss_with_the_tutorials_client_is_the_measured_one():
     """benchmark/results/node_loss_chains.json (`--client both`): the notebook quotes it, and in it no chain of the
     resuming client was lost, each with the right answer and the text of an uninterrupted run."""
-    from benchmark.node_loss import chains_outcome
+    from harness import chains
 
     results = json.loads((ROOT / "benchmark" / "results" / "node_loss_chains.json").read_text())
-    assert chains_outcome(results) in " ".join((ROOT / "README.md").read_text().split())
+    assert chains.outcome(results) in " ".join((ROOT / "README.md").read_text().split())
     resuming = [c for c in results["in_flight_chains"] if c["client"] == "resuming"]
     assert any(c["breaks"] for c in resuming)  # some were on the node that died
     assert all(c["finished"] and c["correct"] and c["same_as_uninterrupted"] for c in resuming), resuming
