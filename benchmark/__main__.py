@@ -8,8 +8,8 @@ arguments of one Serve config file (--config: serve_tiny_reasoner.yaml by defaul
 stops it again. Results go to bench_results/benchmark.json and .png, or --out. The notebook's section "How fast is
 it?" quotes benchmark/results/, which `python -m benchmark --side-by-side --out benchmark/results/cpu.json` wrote.
 
-The parts: load.py sends the streamed requests and times them, stats.py turns them into numbers, servers.py starts
-and stops the servers, report.py writes tables and the plot; this file is the command line.
+The parts: harness/load.py sends the streamed requests and times them, stats.py turns them into numbers,
+harness/servers.py starts and stops the servers, report.py writes tables and the plot; this file is the command line.
 """
 
 import argparse
@@ -23,9 +23,10 @@ from pathlib import Path
 import yaml
 
 from benchmark import report, stats
-from benchmark.load import BROKEN, default_prompts, run_load, session, stream_chat
 from harness import servers
 from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
+from harness.load import BROKEN, default_prompts, run_load, session, stream_chat
+from harness.results import machine
 from tiny_reasoner import tasks
 
 OUT = ROOT / "bench_results"
@@ -225,7 +226,7 @@ def main():
     else:  # the endpoint at --base-url, already running (its cold start is unknown)
         targets = [(args.base_url, lambda: nullcontext((args.base_url, None)))]
     # Every server's row says how and where it was measured; the file's top level repeats this run's settings.
-    described = {"machine": stats.machine(), "settings": settings}
+    described = {"machine": machine(), "settings": settings}
     result = {"machine": described["machine"], **settings, "servers": {}}
     if args.merge and args.out.exists():
         kept = json.loads(args.out.read_text())

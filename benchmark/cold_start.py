@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.stats import machine
 from harness import servers
 from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config, ray_logs
+from harness.results import machine
 
 # The moments a cold start passes, in order, each the end of a phase: (phase, log file, regex of the line).
 # vLLM's lines carry the time to the second; Ray's to the millisecond.

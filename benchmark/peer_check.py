@@ -20,43 +20,15 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from benchmark.load import default_prompts, run_load
-from benchmark.stats import machine
 from harness import servers
 from harness.config import MODEL_ID, ROOT
+from harness.load import default_prompts, run_load, vllm_bench_serve
+from harness.results import machine
 
 
 def vllm_client(base_url, model, prompts, concurrency, max_tokens):
-    """vLLM's benchmark client (`vllm bench serve`, run from Python: the CPU build's `vllm` command cannot start it)
-    on `prompts`; its per-request TTFTs and its output tokens/s."""
-    from vllm.benchmarks.serve import add_cli_args, main
-
-    folder = Path(tempfile.mkdtemp(prefix="peer-"))
-    dataset = folder / "prompts.jsonl"
-    dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    args = parser.parse_args(
-        ["--backend", "openai-chat", "--base-url", base_url.removesuffix("/v1"), "--endpoint", "/v1/chat/completions"]
-        + ["--model", model, "--tokenizer", str(ROOT / "tiny_reasoner"), "--dataset-name", "custom"]
-        + [
-            "--dataset-path",
-            str(dataset),
-            "--skip-chat-template",
-            "--disable-shuffle",
-            "--num-prompts",
-            str(len(prompts)),
-        ]
-        + ["--custom-output-len", str(max_tokens), "--ignore-eos", "--temperature", "0"]
-        + ["--max-concurrency", str(concurrency), "--disable-tqdm", "--save-result", "--save-detailed"]
-        + ["--result-dir", str(folder), "--result-filename", "result.json"]
-    )
-    outcome = main(args)
-    if asyncio.iscoroutine(outcome):
-        asyncio.run(outcome)
-    result = json.loads((folder / "result.json").read_text())
-    if result["completed"] != len(prompts):
-        raise RuntimeError(f"vLLM's client: {result['completed']} of {len(prompts)} requests completed")
+    """vLLM's benchmark client on `prompts`: its per-request TTFTs and its output tokens/s."""
+    result = vllm_bench_serve(base_url, model, prompts, max_tokens, "--ignore-eos", "--max-concurrency", concurrency)
     return {"ttft_s": result["ttfts"], "output_tokens_per_s": result["output_throughput"]}
 
 

@@ -25,9 +25,9 @@ import yaml
 
 from benchmark import report
 from benchmark.cold_start import DEPLOYMENT, ServeLogs
-from benchmark.load import default_prompts, session, stream_chat
 from harness import servers
 from harness.config import MODEL_ID, ROOT, llm_config
+from harness.load import default_prompts, session, stream_chat
 
 CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
 MAX_TOKENS = 64  # short requests: the log shows a request when it ends

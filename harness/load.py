@@ -9,14 +9,22 @@ measured a TTFT p50 of 1,019 ms and 915 tokens/s where vLLM's client measured 12
 keeps the two within 20%).
 """
 
+import argparse
 import asyncio
 import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
+import numpy
 from tqdm import tqdm
 
+from harness.config import ROOT
 from tiny_reasoner import tasks
+
+TOKENIZER = ROOT / "tiny_reasoner"
 
 
 def default_prompts(count, seed=7):
@@ -106,13 +114,30 @@ def broken(error):
     return {**result, "reasoning": "", "answer": "", "chunks": [], "done": False, "error": repr(error)[:300]}
 
 
-async def run_load(base_url, model, prompts, concurrency, max_tokens, label, extra_body=None):
-    """Send every prompt, at most `concurrency` at a time; return the results and the wall time of the run."""
+def arrival_times(count, request_rate, seed=0):
+    """When each of `count` requests is sent, in seconds from the start: all at once without a rate, else a Poisson
+    process of `request_rate` requests per second drawn exactly as `vllm bench serve --request-rate --seed` draws it
+    (numpy's generator seeded with `seed`, an exponential gap before each request, scaled so that the last is sent at
+    count / request_rate), so that both clients send the same load at the same moments."""
+    if not request_rate:
+        return [0.0] * count
+    gaps = numpy.random.RandomState(seed).gamma(1.0, 1.0 / request_rate, count)
+    times = numpy.cumsum(gaps)
+    return [float(t) for t in times * (count / request_rate) / times[-1]]
+
+
+async def run_load(
+    base_url, model, prompts, concurrency, max_tokens, label, extra_body=None, request_rate=None, seed=0
+):
+    """Send every prompt, at most `concurrency` at a time (and, with `request_rate`, at Poisson arrival times); return
+    the results and the wall time of the run."""
     limit = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(prompts), desc=label, unit="req", leave=False)
+    arrivals = arrival_times(len(prompts), request_rate, seed)
     async with session(concurrency) as client:
 
-        async def one(prompt):
+        async def one(prompt, arrival):
+            await asyncio.sleep(max(0.0, started + arrival - time.perf_counter()))
             async with limit:
                 try:
                     result = await stream_chat(client, base_url, model, prompt, max_tokens, extra_body)
@@ -122,7 +147,36 @@ async def run_load(base_url, model, prompts, concurrency, max_tokens, label, ext
             return result
 
         started = time.perf_counter()
-        results = await asyncio.gather(*(one(p) for p in prompts))
+        results = await asyncio.gather(*(one(p, a) for p, a in zip(prompts, arrivals)))
         wall = time.perf_counter() - started
     bar.close()
     return results, wall
+
+
+def vllm_bench_serve(base_url, model, prompts, max_tokens, *options):
+    """vLLM's own benchmark client (`vllm bench serve`, run from Python: the CPU build's `vllm` command cannot start
+    it) on `prompts`, each sent as the user message of a chat request of at most `max_tokens` tokens; `options` are
+    more of its flags (--max-concurrency, --request-rate, --ignore-eos, --goodput ...). Returns its result file."""
+    from vllm.benchmarks.serve import add_cli_args, main
+
+    folder = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
+    dataset = folder / "prompts.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    args = parser.parse_args(
+        ["--backend", "openai-chat", "--base-url", base_url.removesuffix("/v1"), "--endpoint", "/v1/chat/completions"]
+        + ["--model", model, "--tokenizer", str(TOKENIZER), "--dataset-name", "custom"]
+        + ["--dataset-path", str(dataset), "--skip-chat-template", "--disable-shuffle"]
+        + ["--num-prompts", str(len(prompts)), "--custom-output-len", str(max_tokens), "--temperature", "0"]
+        + ["--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", str(folder)]
+        + ["--result-filename", "result.json", *map(str, options)]
+    )
+    outcome = main(args)
+    if asyncio.iscoroutine(outcome):
+        asyncio.run(outcome)
+    result = json.loads((folder / "result.json").read_text())
+    shutil.rmtree(folder)
+    if result["completed"] != len(prompts):
+        raise RuntimeError(f"vLLM's client: {result['completed']} of {len(prompts)} requests completed")
+    return result
