@@ -7,7 +7,8 @@ A code cell whose first line is `%%writefile <name>.py` holds that file (the lin
 first line is `# <name>.py` is that file, byte for byte, and the notebook runs it in place. (Also .sh and .yaml.)
 README.md is the notebook converted by nbconvert (`jupyter nbconvert --to markdown`), under a header that says so,
 without the cells tagged `remove_cell` (the notebook's own checks and set-up; nbconvert's TagRemovePreprocessor),
-with its code blocks made pasteable outside Jupyter (no `%%bash` line; a written file named in its first line).
+with its code blocks made pasteable outside Jupyter (no `%%bash` line; a written file named in its first line), and
+with a link in place of each file cell tagged `readme_link` (the helper scripts, which a reader opens beside it).
 quickstart.sh is README.md's shell blocks from "Deploy locally" to "Shut down" (ci/follow_readme.py).
 """
 
@@ -42,6 +43,12 @@ def expected_files():
         if found:
             body = cell.source[found.end() :] if found.group(1) == "%%writefile " else cell.source
             files[found.group(2)] = body.rstrip("\n") + "\n"
+    for index, cell in enumerate(notebook.cells):
+        found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
+        if found and "readme_link" in cell.metadata.get("tags", []):  # a helper script: linked, not copied
+            name = found.group(2)
+            lines = files[name].count("\n")
+            notebook.cells[index] = nbformat.v4.new_markdown_cell(f"The whole file: [`{name}`]({name}), {lines} lines.")
     config = Config()
     config.TagRemovePreprocessor.remove_cell_tags = ("remove_cell",)
     readme, _ = MarkdownExporter(config=config).from_notebook_node(notebook)

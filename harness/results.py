@@ -66,9 +66,7 @@ def shown(value):
 
 def save(path, settings, result):
     """Write `result` to `path` with the settings, the machine and the commit it was measured with."""
-    settings = {
-        key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(settings).items()
-    }
+    settings = {key: shown(value) for key, value in dataclasses.asdict(settings).items()}
     record = {"settings": settings, "machine": machine(), "commit": commit(), **result}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=1) + "\n")

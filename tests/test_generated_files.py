@@ -243,12 +243,40 @@ def test_the_long_chains_in_the_notebook_are_the_measured_ones():
 
 def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
     """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
-    names the file in its first line."""
+    names the file in its first line. The helper scripts are links, not copies."""
     import re
 
     readme = (ROOT / "README.md").read_text()
     first_lines = re.findall(r"^```\w*\n(.*)$", readme, re.MULTILINE)
     assert first_lines and not [line for line in first_lines if line.startswith("%%")]
     for name in expected_files():
-        if name.endswith((".py", ".yaml")):
-            assert f"\n# {name}\n" in readme, name
+        if name.endswith((".py", ".yaml")):  # shown whole, or (a helper script) linked
+            assert f"\n# {name}\n" in readme or f"The whole file: [`{name}`]({name})" in readme, name
+
+
+def test_the_thinking_budget_curve_is_the_measured_one():
+    """The notebook's budget table and plot are benchmark.thinking_budget's run, and the budgets it names per task kind
+    are the smallest measured within 1 point of unlimited thinking."""
+    from benchmark.thinking_budget import smallest_budget_within, table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "thinking_budget.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert table(results) in readme
+    assert (
+        "](benchmark/results/thinking_budget.png)" in readme
+        and (ROOT / "benchmark/results/thinking_budget.png").exists()
+    )
+    for family, budget in results["smallest_budget_within_1_point"].items():
+        assert budget == smallest_budget_within(results, family)
+        assert f"{family}: {budget} tokens" in " ".join(readme.split()), family
+
+
+def test_the_goodput_sweep_is_the_measured_one_and_agrees_with_vllm():
+    from benchmark.goodput import table
+
+    results = json.loads((ROOT / "benchmark" / "results" / "goodput.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert table(results) in readme
+    tolerance = results["settings"]["tolerance"]
+    assert all(abs(row["ttft_goodput_difference"]) <= tolerance for row in results["rates"].values())
+    assert f"{results['sustained_rate']:g} requests per second" in " ".join(readme.split())
