@@ -33,10 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmark.cold_start import DEPLOYMENT, ServeLogs, served_by
 from harness import servers
 from harness.config import MODEL_ID, ROOT, llm_config, load
 from harness.load import BROKEN, default_prompts, session, stream_chat
+from harness.logs import DEPLOYMENT, ServeLogs, served_by
 
 # Chains of 3,900 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
 # has 4,096, it writes noise past them, but each token costs the engine what a real chain's token does.

@@ -32,10 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmark import report
-from benchmark.cold_start import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
 from harness import chains, servers
 from harness.config import MODEL_ID, ROOT, llm_config, load, ray_logs
 from harness.load import BROKEN, default_prompts, session, stream_chat
+from harness.logs import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
 
 CONCURRENCY = 4
 MAX_TOKENS = 192  # with ignore_eos: every chain streams for about a second, so that some are in flight at the kill

@@ -24,10 +24,10 @@ from pathlib import Path
 import yaml
 
 from benchmark import report
-from benchmark.cold_start import DEPLOYMENT, ServeLogs
 from harness import servers
 from harness.config import MODEL_ID, ROOT, llm_config
 from harness.load import default_prompts, session, stream_chat
+from harness.logs import DEPLOYMENT, ServeLogs
 
 CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
 MAX_TOKENS = 64  # short requests: the log shows a request when it ends

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmark.cold_start import first_time
 from harness.config import MODEL_ID, ROOT, app_llm_config, load, ray_logs
+from harness.logs import first_time
 from harness.servers import SERVE_URL, STANDARD_PATH, TUTORIAL_RAY_ENV, RayCluster, write_config
 from tests.plugin import SharedCluster, files_containing
 

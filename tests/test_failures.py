@@ -17,8 +17,8 @@ import time
 
 import yaml
 
-from benchmark.cold_start import first_time
 from harness.config import ROOT, app_llm_config, ray_logs
+from harness.logs import first_time
 from harness.servers import TUTORIAL_RAY_ENV
 
 

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from benchmark import report
-from benchmark.cold_start import MILESTONES, line_time, phases
 from benchmark.peer_check import compare
 from benchmark.stats import mismatches, percentiles, summarize
 from harness.config import PORTS, ROOT, engine_cli_args, llm_config
 from harness.load import arrival_times, broken
+from harness.logs import MILESTONES, line_time, phases
 from harness.results import machine
 from tests.plugin import files_containing
 
