@@ -102,6 +102,20 @@ def test_service_yaml_is_a_valid_anyscale_service_for_the_qwq_app():
     assert service.working_dir == "."
 
 
+def test_an_anyscale_service_uploads_only_what_it_runs():
+    """The upload list, built by the Anyscale CLI's own packing of working_dir with service.yaml's excludes: the
+    application's module and nothing else (no tests, notebook, benchmark, model or virtual environment)."""
+    import zipfile
+
+    from anyscale.service.models import ServiceConfig
+    from anyscale.utils.runtime_env import zip_local_dir
+
+    service = ServiceConfig.from_yaml(str(ROOT / "service.yaml"))
+    with zip_local_dir(str(ROOT / service.working_dir), excludes=service.excludes) as (path, _, _):
+        uploaded = [name.split("/", 1)[1] for name in zipfile.ZipFile(path).namelist()]
+    assert uploaded == ["serve_qwq_32b.py"]
+
+
 def test_a_misspelled_service_field_is_rejected(tmp_path):
     from anyscale.service.models import ServiceConfig
 
