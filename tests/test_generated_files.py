@@ -280,3 +280,16 @@ def test_the_goodput_sweep_is_the_measured_one_and_agrees_with_vllm():
     tolerance = results["settings"]["tolerance"]
     assert all(abs(row["ttft_goodput_difference"]) <= tolerance for row in results["rates"].values())
     assert f"{results['sustained_rate']:g} requests per second" in " ".join(readme.split())
+
+
+def test_output_cells_hold_only_what_a_block_printed():
+    """`ci/follow_readme.py --record` rewrites each markdown cell tagged "output" with what its block printed; any
+    prose in such a cell would be lost, so it lives in a cell of its own."""
+    import re
+
+    notebook = json.loads((ROOT / "notebook.ipynb").read_text())
+    outputs = [c for c in notebook["cells"] if "output" in c["metadata"].get("tags", [])]
+    assert outputs
+    for cell in outputs:
+        one_block = r"```text\n(?:(?!\n```).)*\n```\n?"  # one text block, and nothing after it
+        assert re.fullmatch(one_block, "".join(cell["source"]), re.S), "".join(cell["source"])[-200:]
