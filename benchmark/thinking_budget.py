@@ -41,7 +41,7 @@ def questions(settings):
     return tasks.held_out_letter_prompts(settings.letters) + tasks.sum_prompts()
 
 
-def ask(base_url, items, settings, budget):
+def ask(base_url, items, settings, budget, tokenizer):
     """Every question once, streamed; each item with its reply's answer, correctness, TTFO and reasoning tokens."""
     extra = {} if budget is None else {"thinking_token_budget": budget}
     label = f"budget {budget or 'unlimited'}"
@@ -50,7 +50,6 @@ def ask(base_url, items, settings, budget):
             base_url, MODEL_ID, [i["prompt"] for i in items], settings.concurrency, settings.max_tokens, label, extra
         )
     )
-    tokenizer = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))
     return [
         {
             "family": item["family"],
@@ -88,12 +87,15 @@ def smallest_budget_within(result, family, points=0.01):
 
 def run(settings):
     items = questions(settings)
+    tokenizer = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))  # counts the reasoning's tokens
     per_budget = {}
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
     with servers.serve_deployment(settings.config, {"RAY_TMPDIR": ray_tmp}) as (base_url, _):
-        ask(base_url, items[:16], settings, None)  # warm up: no batch shape is new while measuring
+        ask(base_url, items[:16], settings, None, tokenizer)  # warm up: no batch shape is new while measuring
         for budget in (None, *settings.budgets):
-            per_budget["unlimited" if budget is None else str(budget)] = ask(base_url, items, settings, budget)
+            per_budget["unlimited" if budget is None else str(budget)] = ask(
+                base_url, items, settings, budget, tokenizer
+            )
     families = {}
     for family in FAMILIES:
         lengths = [r["reasoning_tokens"] for r in per_budget["unlimited"] if r["family"] == family]

@@ -38,17 +38,15 @@ scripts the notebook shows with:  python ci/generate.py
 def expected_files():
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     files = {}
-    for cell in notebook.cells:
-        found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
-        if found:
-            body = cell.source[found.end() :] if found.group(1) == "%%writefile " else cell.source
-            files[found.group(2)] = body.rstrip("\n") + "\n"
     for index, cell in enumerate(notebook.cells):
         found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
-        if found and "readme_link" in cell.metadata.get("tags", []):  # a helper script: linked, not copied
+        if found:
             name = found.group(2)
-            lines = files[name].count("\n")
-            notebook.cells[index] = nbformat.v4.new_markdown_cell(f"The whole file: [`{name}`]({name}), {lines} lines.")
+            body = cell.source[found.end() :] if found.group(1) == "%%writefile " else cell.source
+            files[name] = body.rstrip("\n") + "\n"
+            if "readme_link" in cell.metadata.get("tags", []):  # a helper script: linked, not copied
+                link = f"The whole file: [`{name}`]({name}), {files[name].count(chr(10))} lines."
+                notebook.cells[index] = nbformat.v4.new_markdown_cell(link)
     config = Config()
     config.TagRemovePreprocessor.remove_cell_tags = ("remove_cell",)
     readme, _ = MarkdownExporter(config=config).from_notebook_node(notebook)

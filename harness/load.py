@@ -12,7 +12,6 @@ keeps the two within 20%).
 import argparse
 import asyncio
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -159,24 +158,24 @@ def vllm_bench_serve(base_url, model, prompts, max_tokens, *options):
     more of its flags (--max-concurrency, --request-rate, --ignore-eos, --goodput ...). Returns its result file."""
     from vllm.benchmarks.serve import add_cli_args, main
 
-    folder = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
-    dataset = folder / "prompts.jsonl"
-    dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    args = parser.parse_args(
-        ["--backend", "openai-chat", "--base-url", base_url.removesuffix("/v1"), "--endpoint", "/v1/chat/completions"]
-        + ["--model", model, "--tokenizer", str(TOKENIZER), "--dataset-name", "custom"]
-        + ["--dataset-path", str(dataset), "--skip-chat-template", "--disable-shuffle"]
-        + ["--num-prompts", str(len(prompts)), "--custom-output-len", str(max_tokens), "--temperature", "0"]
-        + ["--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", str(folder)]
-        + ["--result-filename", "result.json", *map(str, options)]
-    )
-    outcome = main(args)
-    if asyncio.iscoroutine(outcome):
-        asyncio.run(outcome)
-    result = json.loads((folder / "result.json").read_text())
-    shutil.rmtree(folder)
+    with tempfile.TemporaryDirectory(prefix="vllm-bench-") as folder:
+        dataset = Path(folder) / "prompts.jsonl"
+        dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        parser = argparse.ArgumentParser()
+        add_cli_args(parser)
+        args = parser.parse_args(
+            ["--backend", "openai-chat", "--endpoint", "/v1/chat/completions"]
+            + ["--base-url", base_url.removesuffix("/v1"), "--model", model, "--tokenizer", str(TOKENIZER)]
+            + ["--dataset-name", "custom"]
+            + ["--dataset-path", str(dataset), "--skip-chat-template", "--disable-shuffle"]
+            + ["--num-prompts", str(len(prompts)), "--custom-output-len", str(max_tokens), "--temperature", "0"]
+            + ["--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", folder]
+            + ["--result-filename", "result.json", *map(str, options)]
+        )
+        outcome = main(args)
+        if asyncio.iscoroutine(outcome):
+            asyncio.run(outcome)
+        result = json.loads((Path(folder) / "result.json").read_text())
     if result["completed"] != len(prompts):
         raise RuntimeError(f"vLLM's client: {result['completed']} of {len(prompts)} requests completed")
     return result

@@ -71,7 +71,3 @@ def save(path, settings, result):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=1) + "\n")
     return record
-
-
-def load(path):
-    return json.loads((ROOT / path).read_text())
