@@ -8,12 +8,12 @@ arguments of one Serve config file (--config: serve_tiny_reasoner.yaml by defaul
 stops it again. Results go to bench_results/benchmark.json and .png, or --out. The notebook's section "How fast is
 it?" quotes benchmark/results/, which `python -m benchmark --side-by-side --out benchmark/results/cpu.json` wrote.
 
-The parts: harness/load.py sends the streamed requests and times them, stats.py turns them into numbers,
-harness/servers.py starts and stops the servers, report.py writes tables and the plot; this file is the command line.
+The parts, all in harness/: load.py sends the streamed requests and times them, measure.py measures one server,
+stats.py turns timings into numbers, servers.py starts and stops the servers, report.py writes tables and the plot;
+this file is the command line.
 """
 
 import argparse
-import asyncio
 import copy
 import json
 import subprocess
@@ -22,16 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from benchmark import report, stats
-from harness import servers
+from harness import report, servers, stats
 from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
-from harness.load import BROKEN, default_prompts, run_load, session, stream_chat
+from harness.load import BROKEN, default_prompts
+from harness.measure import Load, measure_server, rounded
 from harness.results import machine
-from tiny_reasoner import tasks
 
 OUT = ROOT / "bench_results"
 BARE_VLLM_LOG = OUT / "bare_vllm.log"  # bare vLLM's server and engine log, read for its KV-cache lines
-PER_REQUEST = ("status", "ttft", "ttfr", "ttfo", "itl", "e2e", "reasoning_tokens", "answer_tokens")
 
 
 def variant(config, name, standard_ingress=False, **fields):
@@ -84,90 +82,10 @@ def server_registry(config):
     }
 
 
-def run_concurrency(base_url, args, prompts, concurrency, tokenizer, label):
-    """args.repeats runs at one concurrency; the summaries, the raw results and one streamed timeline."""
-    runs, raw = [], []
-    for repeat in range(args.repeats):
-        cpu_before = stats.cpu_seconds_by_group()
-        results, wall = asyncio.run(
-            run_load(
-                base_url,
-                args.model,
-                prompts,
-                concurrency,
-                args.max_tokens,
-                f"{label} c={concurrency} #{repeat + 1}",
-                args.extra_body,
-            )
-        )
-        summary = stats.summarize(results, wall, tokenizer)
-        summary["cpu_cores"] = stats.cores_busy(cpu_before, stats.cpu_seconds_by_group(), wall)
-        runs.append({"concurrency": concurrency, "repeat": repeat, **summary})
-        raw += results
-        print(
-            f"{label:38} c={concurrency:<3} TTFT p50 {report.ms(summary['ttft_s']['p50']):>7}  "
-            f"first answer p50 {report.ms(summary['ttfo_s']['p50']):>7}  "
-            f"{summary['output_tokens_per_s']:7.0f} tok/s  ok {summary['ok']}/{summary['requests']}"
-        )
-    return runs, raw
-
-
-def notebook_questions(base_url, model, tokenizer):
-    """Each question the notebook asks, streamed alone and without a token limit, as the notebook sends it."""
-
-    async def ask_each():
-        async with session(1, timeout_s=600) as client:
-            return {
-                name: await stream_chat(client, base_url, model, question, None)
-                for name, question in tasks.NOTEBOOK_QUESTIONS.items()
-            }
-
-    results = asyncio.run(ask_each())
-    return {name: {key: stats.count_tokens(r, tokenizer)[key] for key in PER_REQUEST} for name, r in results.items()}
-
-
-def measure_server(start, name, args, tokenizer):
-    """Start one server, warm it up, run the load at each concurrency and ask the notebook's questions; stop it."""
-    with start() as (base_url, cold_start):
-        if cold_start is not None:
-            print(f"{name}: first answer {cold_start:.1f}s after start")
-        # Warm up at the highest concurrency, so that no batch size is seen for the first time while measuring.
-        top = max(args.concurrency)
-        warmup_tokens = args.warmup_tokens or args.max_tokens
-        asyncio.run(
-            run_load(base_url, args.model, args.prompts[:top], top, warmup_tokens, f"{name} warm-up", args.extra_body)
-        )
-        runs, boxes, timeline = [], {}, None
-        for concurrency, count in zip(args.concurrency, args.requests):
-            more_runs, raw = run_concurrency(base_url, args, args.prompts[:count], concurrency, tokenizer, name)
-            runs += more_runs
-            boxes[str(concurrency)] = stats.box(r["ttfo"] for r in raw)
-            timeline = timeline or raw[0]["chunks"]
-        questions = notebook_questions(base_url, args.model, tokenizer) if args.model == MODEL_ID else {}
-    return {
-        "cold_start_s": cold_start,
-        "runs": runs,
-        "ttfo_box_s": boxes,
-        "timeline": timeline,
-        "notebook_questions": questions,
-    }
-
-
 def kv_cache_capacity(log_path):
     """vLLM's own lines on its KV cache: its size in tokens, and how many requests of max_model_len fit at once."""
     lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
     return [line.split("] ", 1)[-1] for line in lines if "KV cache size" in line or "Maximum concurrency" in line]
-
-
-def rounded(value, digits=5):
-    """Floats to 5 decimals (10 µs for seconds): the results stay small enough to read in a review."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {key: rounded(item, digits) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(item, digits) for item in value]
-    return value
 
 
 def main():
@@ -200,13 +118,21 @@ def main():
         args.requests = args.requests * len(args.concurrency)
     if len(args.requests) != len(args.concurrency):
         parser.error("--requests takes one number, or one per --concurrency")
-    args.extra_body = {"ignore_eos": True} if args.ignore_eos else None
 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     prompts = args.prompts_file.read_text().splitlines() if args.prompts_file else default_prompts(max(args.requests))
-    args.prompts = [p for p in prompts if p.strip()]
+    load = Load(
+        args.model,
+        [p for p in prompts if p.strip()],
+        args.concurrency,
+        args.requests,
+        args.repeats,
+        args.max_tokens,
+        {"ignore_eos": True} if args.ignore_eos else None,
+        args.warmup_tokens,
+    )
     OUT.mkdir(exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -219,7 +145,7 @@ def main():
     }
     if args.side_by_side:
         config = yaml.safe_load(args.config.read_text())
-        args.model = llm_config(config)["model_loading_config"]["model_id"]
+        load.model = llm_config(config)["model_loading_config"]["model_id"]
         settings["config"] = config
         registry = server_registry(config)
         targets = [(name, registry[name]) for name in (args.servers or registry)]
@@ -237,7 +163,7 @@ def main():
     failed = []
     for name, start in targets:
         try:
-            result["servers"][name] = {**measure_server(start, name, args, tokenizer), **described}
+            result["servers"][name] = {**measure_server(start, name, load, tokenizer), **described}
             if name.startswith("bare vLLM"):  # Ray's engines log the same lines in Ray's session logs
                 result["servers"][name]["kv_cache"] = kv_cache_capacity(BARE_VLLM_LOG)
         except (RuntimeError, TimeoutError, subprocess.CalledProcessError, *BROKEN) as error:  # the next still runs

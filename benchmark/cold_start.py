@@ -11,7 +11,6 @@ caches the start before them left. Writes the JSON and a timeline plot beside it
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,11 @@ from pathlib import Path
 import yaml
 
 from harness import servers
-from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config, ray_logs
+from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
 from harness.logs import MILESTONES, RAY_ONLY, READY, first_time, phases
 from harness.results import machine
+
+LOGS = ROOT / "bench_results" / "cold_start"  # bare vLLM's logs, read for its milestones
 
 
 def compile_caches(folder):
@@ -33,7 +34,8 @@ def bare_start(config, cache_root, engine_args=(), env=None):
     """Bare vLLM's OpenAI server with the config's model, engine arguments and variables (and `env`); its
     milestones."""
     model = llm_config(config)["model_loading_config"]
-    log = Path(tempfile.mkdtemp(prefix="cold-start-")) / "vllm.log"
+    log = LOGS / f"vllm-{time.time():.0f}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     server_env = {**engine_env(config), **compile_caches(cache_root), **(env or {})}
     engine = engine_cli_args(config) + list(engine_args)
     started = time.time()
@@ -52,20 +54,17 @@ def tutorial_start(config_path, cache_root, extra_env=None):
     """The notebook's steps on a new cluster (Ray's files in a temp folder of their own), `serve run` given the Serve
     config file at `config_path` (the notebook's application, as serve_tiny_reasoner.yaml holds it); their
     milestones."""
-    ray_tmp = tempfile.mkdtemp(prefix="cs-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, **compile_caches(cache_root), **(extra_env or {})})
     moments = {}
     started = time.time()
-    try:
-        cluster.running = True
-        cluster.run(sys.executable, "local_cluster.py", "start")
+    with servers.RayCluster({**compile_caches(cache_root), **(extra_env or {})}) as cluster:
+        cluster.start_ray()
         moments["ray start (local_cluster.py start)"] = time.time()
-        cluster.run("serve", "start", "--http-host", "127.0.0.1")
+        cluster.start_serve()
         moments["serve start: Serve's controller, HAProxy"] = time.time()
         cluster.run("serve", "run", str(config_path), "--non-blocking", timeout=900)
         run_returned = time.time()
         answered = started + servers.wait_for_answer(servers.SERVE_URL, MODEL_ID, started)
-        logs = ray_logs(ray_tmp)
+        logs = cluster.logs
         files = {
             "controller": list(logs.glob("serve/controller_*.log")),
             "replica": list(logs.glob("serve/replica_*LLMServer*.log")),
@@ -77,8 +76,6 @@ def tutorial_start(config_path, cache_root, extra_env=None):
         moments["OpenAI server: set up"] = first_time(files["replica"], READY["replica"])
         moments["first request answered"] = answered
         return started, moments, round(run_returned - started, 2)
-    finally:
-        cluster.stop()
 
 
 def table(results):
@@ -131,7 +128,10 @@ def main():
     config = yaml.safe_load(args.config.read_text())
 
     starts = {}
-    bare_cache, aot_cache, eager_cache, ray_cache = (tempfile.mkdtemp(prefix="vllm-cache-") for _ in range(4))
+    caches = tempfile.TemporaryDirectory(prefix="vllm-caches-")  # each start below begins with empty ones
+    bare_cache, aot_cache, eager_cache, ray_cache = (
+        Path(caches.name, name) for name in ("bare", "aot", "eager", "ray")
+    )
     aot = {"VLLM_USE_AOT_COMPILE": "1"}  # vLLM 0.29's default, which the config turns off on CPU
     runs = [
         ("bare vLLM", lambda: bare_start(config, bare_cache)),
@@ -157,6 +157,7 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     timeline_plot(results, args.out.with_suffix(".png"))
+    caches.cleanup()
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import dataclasses
 import statistics
-import tempfile
 from pathlib import Path
 
 from harness import servers
@@ -87,8 +86,7 @@ def medians(runs):
 def run(settings):
     prompts = default_prompts(settings.requests)
     rates = {}
-    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
-    with servers.serve_deployment(settings.config, {"RAY_TMPDIR": ray_tmp}) as (base_url, _):
+    with servers.serve_deployment(settings.config) as (base_url, _):
         ours(base_url, prompts[:16], None, settings)  # warm up: no batch shape is new while measuring
         for rate in settings.rates:
             rounds = {"ours": [], "vLLM's": []}

@@ -29,7 +29,6 @@ import asyncio
 import copy
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -333,16 +332,12 @@ def haproxy_hard_stop_after_s(settings):
 
 
 def run(settings, args):
-    ray_tmp = tempfile.mkdtemp(prefix="lc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     hard_stop = haproxy_hard_stop_after_s(settings)
-    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": hard_stop})
     config = deployment_config(settings, initial_replicas=1 if args.scale_up else 2)
-    try:
+    with servers.RayCluster({"RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": hard_stop}) as cluster:
         cluster.start("--num-cpus=4")
         cluster.deploy(config)
-        results = asyncio.run(run_steps(cluster, ServeLogs(ray_tmp), config, args))
-    finally:
-        cluster.stop()
+        results = asyncio.run(run_steps(cluster, ServeLogs(cluster.temp_dir), config, args))
     return {
         "deployment_config": llm_config(config)["deployment_config"],
         "haproxy_hard_stop_after_s": int(hard_stop),

@@ -26,14 +26,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmark import report
-from harness import chains, servers
-from harness.config import MODEL_ID, ROOT, llm_config, load, ray_logs
+from harness import chains, report, servers
+from harness.config import MODEL_ID, ROOT, llm_config, load
 from harness.load import BROKEN, default_prompts, session, stream_chat
 from harness.logs import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
 
@@ -137,7 +135,7 @@ async def load_for(log, seconds, client):
 def run(cluster, worker, spare, args):
     """The load, the kill and the recovery; every request, and the moments of it all (time.time())."""
     log, moments = [], {}
-    gcs_logs = list(ray_logs(cluster.env["RAY_TMPDIR"]).glob("gcs_server*.out"))
+    gcs_logs = list(cluster.logs.glob("gcs_server*.out"))
 
     def find(moment, files, pattern):
         at = moments.get(moment) or first_time(files, pattern, since=moments["worker node killed"])
@@ -154,7 +152,7 @@ def run(cluster, worker, spare, args):
             return log, moments
         time.sleep(1)
     asyncio.run(load_for(log, args.after_s, args.client))  # the load again, on both replicas
-    controller = list((ray_logs(cluster.env["RAY_TMPDIR"]) / "serve").glob("controller_[0-9]*"))
+    controller = list((cluster.logs / "serve").glob("controller_[0-9]*"))
     find("Serve saw its replica die and asked for a new one", controller, rf"Replica\(.*'{DEPLOYMENT}'.*crashed")
     find("replacement replica began initializing", replica_logs([spare.logs()]), r"Started initializing replica")
     find("replacement replica answered", replica_logs([spare.logs()]), ANSWERED)
@@ -237,12 +235,11 @@ def main():
     )
     args = parser.parse_args()
 
-    ray_tmp = tempfile.mkdtemp(prefix="nl-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     # Serve's proxy sends a request to a replica on its own node when it can, so with the proxy on the head few
     # chains reach the worker's replica; --spread turns that off, as if each node had a proxy of its own.
     prefer_local = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"} if args.spread else {}
-    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp, **prefer_local})
-    head_logs = ray_logs(ray_tmp)
+    cluster = servers.RayCluster(prefer_local)
+    head_logs = cluster.logs
     workers = []
     try:
         cluster.start(f"--num-cpus={CPUS_PER_NODE}", proxy_location="HeadOnly")

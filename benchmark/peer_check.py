@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -91,7 +90,7 @@ def main():
     if args.base_url:
         endpoint = nullcontext((args.base_url, None))
     else:
-        endpoint = servers.serve_deployment(ROOT / "serve_tiny_reasoner.yaml", {"RAY_TMPDIR": tempfile.mkdtemp()})
+        endpoint = servers.serve_deployment(ROOT / "serve_tiny_reasoner.yaml")
     result = {
         "machine": machine(),
         "settings": {"max_tokens": args.max_tokens, "ignore_eos": True, "rounds": args.rounds},

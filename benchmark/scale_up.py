@@ -17,14 +17,12 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from benchmark import report
-from harness import servers
+from harness import report, servers
 from harness.config import MODEL_ID, ROOT, llm_config
 from harness.load import default_prompts, session, stream_chat
 from harness.logs import DEPLOYMENT, ServeLogs
@@ -92,10 +90,9 @@ def main():
     args = parser.parse_args()
     config, autoscaling = scaled_config()
 
-    ray_tmp = tempfile.mkdtemp(prefix="su-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    cluster = servers.RayCluster({"RAY_TMPDIR": ray_tmp})
-    logs = ReplicaLogs(ray_tmp)
-    try:
+    cluster = servers.RayCluster()
+    logs = ReplicaLogs(cluster.temp_dir)
+    with cluster:
         cluster.start("--num-cpus=4")
         cluster.deploy(config)
         ((first_replica, _),) = logs.started_replicas()
@@ -114,8 +111,6 @@ def main():
             "the new replica answered its first request": logs.first_answer(replica) if replica else None,
         }
         served = {"first": logs.answers(first_replica), "new": logs.answers(replica) if replica else 0}
-    finally:
-        cluster.stop()
 
     since_load = {name: round(moment - load_started, 1) if moment else None for name, moment in moments.items()}
     results = {

@@ -4,7 +4,7 @@
     python -m benchmark.speculative --server serve --only none ngram4     # the tutorial's deployment (direct streaming)
 
 Each setting starts its own server (bare vLLM, or Ray Serve LLM) with the config's engine_kwargs plus its
-speculative_config and gets `python -m benchmark`'s measure_server (TTFT, TTFO, tokens/s), vLLM's spec-decode counters
+speculative_config and gets harness.measure's measure_server (TTFT, TTFO, tokens/s), vLLM's spec-decode counters
 (acceptance), and the evaluation questions asked greedily, whose answers are compared byte for byte with no
 speculation's (asked twice there: what batching alone changes). Results merge into --out by setting.
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmark.__main__ import measure_server, rounded
 from harness import servers
 from harness.config import ROOT, engine_cli_args, engine_env, llm_config
 from harness.load import BROKEN, default_prompts
+from harness.measure import Load, measure_server, rounded
 from harness.results import machine
 from tiny_reasoner import tasks
 from tiny_reasoner.evaluate import ask_all
@@ -124,14 +124,20 @@ def measure(settings, name, config, tokenizer):
     spec, model = SPECULATIVE[name], llm_config(config)["model_loading_config"]["model_id"]
     config = copy.deepcopy(config)
     llm_config(config)["engine_kwargs"] |= SETTING_ENGINE_KWARGS.get(name, {})
-    args = argparse.Namespace(**{k: getattr(settings, k) for k in ("concurrency", "requests", "repeats", "max_tokens")})
-    args.__dict__.update(warmup_tokens=None, extra_body=None, model=model, prompts=default_prompts(max(args.requests)))
+    load = Load(
+        model,
+        default_prompts(max(settings.requests)),
+        settings.concurrency,
+        settings.requests,
+        settings.repeats,
+        settings.max_tokens,
+    )
     items = tasks.held_out_letter_prompts(settings.letters) + tasks.sum_prompts() + tasks.held_out_other_prompts()
     log = settings.out.parent / f"speculative_{settings.server}_{name}.log"
     with start(settings, config, spec, log, SETTING_ENV.get(name)) as (url, cold, metrics_url):
         before = spec_counters(metrics_url, settings.server)
         # measure_server's own start is the server already running here; it warms up, loads, asks the notebook.
-        row = measure_server(lambda: nullcontext((url, cold)), name, args, tokenizer)
+        row = measure_server(lambda: nullcontext((url, cold)), name, load, tokenizer)
         middle = spec_counters(metrics_url, settings.server)
         row["acceptance_load"] = acceptance(before, middle)
         hashes, correct = answer_hashes(url, model, items)

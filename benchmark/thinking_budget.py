@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import json
 import statistics
-import tempfile
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -22,6 +21,7 @@ from harness import servers
 from harness.config import MODEL_ID, ROOT
 from harness.load import TOKENIZER, run_load
 from harness.results import save
+from harness.stats import percentiles
 from tiny_reasoner import tasks
 
 FAMILIES = ("letters", "sums")
@@ -64,14 +64,14 @@ def ask(base_url, items, settings, budget, tokenizer):
 
 
 def summary(rows, unlimited_lengths, budget):
-    ttfo = sorted(r["ttfo"] for r in rows if r["ttfo"] is not None)
+    ttfo = percentiles(r["ttfo"] for r in rows)
     return {
         "questions": len(rows),
         "correct": round(sum(r["correct"] for r in rows) / len(rows), 4),
         "well_formed": round(sum(r["well_formed"] for r in rows) / len(rows), 4),
         "chains_within_budget": round(sum(n <= budget for n in unlimited_lengths) / len(rows), 4) if budget else 1.0,
-        "ttfo_p50_s": round(statistics.median(ttfo), 3) if ttfo else None,
-        "ttfo_p90_s": round(ttfo[int(0.9 * (len(ttfo) - 1))], 3) if ttfo else None,
+        "ttfo_p50_s": round(ttfo["p50"], 3) if ttfo["p50"] is not None else None,
+        "ttfo_p90_s": round(ttfo["p90"], 3) if ttfo["p90"] is not None else None,
         "reasoning_tokens_mean": round(statistics.mean(r["reasoning_tokens"] for r in rows), 1),
         "unfinished": sum(not r["done"] for r in rows),
     }
@@ -89,8 +89,7 @@ def run(settings):
     items = questions(settings)
     tokenizer = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))  # counts the reasoning's tokens
     per_budget = {}
-    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
-    with servers.serve_deployment(settings.config, {"RAY_TMPDIR": ray_tmp}) as (base_url, _):
+    with servers.serve_deployment(settings.config) as (base_url, _):
         ask(base_url, items[:16], settings, None, tokenizer)  # warm up: no batch shape is new while measuring
         for budget in (None, *settings.budgets):
             per_budget["unlimited" if budget is None else str(budget)] = ask(

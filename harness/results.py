@@ -1,6 +1,7 @@
 """Result files: each experiment's numbers with what they were measured with, in one shape.
 
     save(path, settings, result)   # {"settings": ..., "machine": ..., "commit": ..., **result}
+    read("goodput")                # benchmark/results/goodput.json, the committed results the README quotes
 
 `settings` is the experiment's settings object (a dataclass); `machine` says where and with which versions it ran.
 """
@@ -14,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from harness.config import ROOT
+
+RESULTS = ROOT / "benchmark" / "results"  # the committed results, which the README quotes
 
 
 def gpu_names():
@@ -71,3 +74,8 @@ def save(path, settings, result):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def read(name):
+    """A committed result file (benchmark/results/<name>.json), as a dict."""
+    return json.loads((RESULTS / f"{name}.json").read_text())

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import yaml
 
-from harness.config import MODEL_ID, ROOT, engine_cli_args, load
+from harness.config import MODEL_ID, ROOT, engine_cli_args, load, ray_logs
 
 SERVE_URL = "http://127.0.0.1:8000/v1"
 # What the notebook's setup cell sets for every `ray` and `serve` command (tests/test_generated_files.py keeps them
@@ -77,14 +77,31 @@ def write_config(config):
     return f.name
 
 
-class RayCluster:
-    """A Ray cluster on this machine, started and stopped with local_cluster.py, as the notebook does.
+def ray_temp_dir(prefix="ray-"):
+    """A new folder for a Ray node's files. Under /tmp, and short: Ray's socket paths in it must fit in 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
-    env: added to this process's environment and the notebook's (TUTORIAL_RAY_ENV) for every command."""
+
+class RayCluster:
+    """A Ray cluster on this machine, started and stopped with local_cluster.py, as the notebook does; as a context
+    manager, stopped on leaving.
+
+    env: added to this process's environment and the notebook's (TUTORIAL_RAY_ENV) for every command. Ray keeps its
+    files in the folder that RAY_TMPDIR names there (the tests' session folder), else in a new one of this cluster's;
+    `logs` is the cluster's log folder, read also after it stopped."""
 
     def __init__(self, env=None):
-        self.env = {**os.environ, **TUTORIAL_RAY_ENV, **(env or {})}
+        env = {**os.environ, **TUTORIAL_RAY_ENV, **(env or {})}
+        self.temp_dir = Path(env.get("RAY_TMPDIR") or ray_temp_dir())
+        self.env = {**env, "RAY_TMPDIR": str(self.temp_dir)}
+        self.logs = ray_logs(self.temp_dir)
         self.running = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.stop()
 
     def run(self, *command, check=True, timeout=300):
         return subprocess.run(
@@ -92,8 +109,15 @@ class RayCluster:
         )
 
     def start(self, *ray_start_args, proxy_location="EveryNode"):
+        self.start_ray(*ray_start_args)
+        self.start_serve(proxy_location)
+
+    def start_ray(self, *ray_start_args):
+        """`python local_cluster.py start`, as the notebook runs it, with `ray start` arguments added."""
         self.running = True  # from here on, stop() has something to stop, even if the start fails half-way
         self.run(sys.executable, "local_cluster.py", "start", *ray_start_args)
+
+    def start_serve(self, proxy_location="EveryNode"):
         # Serve's HTTP endpoint on loopback; with HAProxy its default would be every interface.
         self.run("serve", "start", "--http-host", "127.0.0.1", "--proxy-location", proxy_location)
 
@@ -150,10 +174,10 @@ class WorkerNode:
     agents take over 15 s to start, as they do next to an engine serving a load on 2 cores."""
 
     def __init__(self, cluster, num_cpus):
-        self.temp_dir = tempfile.mkdtemp(prefix="wn-", dir="/tmp")  # short: socket paths must fit in 107 bytes
+        self.temp_dir = ray_temp_dir("wn-")
         launcher = subprocess.Popen(
-            [sys.executable, "-c", START_WORKER_NODE, "127.0.0.1:6379", self.temp_dir, str(num_cpus)],
-            env={**cluster.env, "RAY_TMPDIR": self.temp_dir},
+            [sys.executable, "-c", START_WORKER_NODE, "127.0.0.1:6379", str(self.temp_dir), str(num_cpus)],
+            env={**cluster.env, "RAY_TMPDIR": str(self.temp_dir)},
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -192,14 +216,11 @@ class WorkerNode:
 def serve_deployment(config, env=None, model=MODEL_ID, headers=None):
     """Start a cluster, deploy `config` and wait for a real answer; yield (base URL, seconds from the start of the
     cluster to that answer); always stop the cluster."""
-    cluster = RayCluster(env)
     started = time.time()
-    try:
+    with RayCluster(env) as cluster:
         cluster.start()
         cluster.deploy(config, model=model, headers=headers)
         yield SERVE_URL, time.time() - started
-    finally:
-        cluster.stop()
 
 
 def free_port():

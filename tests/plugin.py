@@ -14,14 +14,12 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import psutil
 import pytest
 
 from harness.config import PORTS, ROOT, load
-from harness.servers import SERVE_URL, RayCluster, stop_on_sigterm
+from harness.servers import SERVE_URL, RayCluster, ray_temp_dir, stop_on_sigterm
 
 # Set in pytest_configure: nothing happens when this module is imported.
 SESSION_DIR = TOKEN_FILE = None
@@ -55,7 +53,7 @@ def pytest_configure(config):
     global SESSION_DIR, TOKEN_FILE
     # A `timeout` (ci/gpu_runner.sh, a CI runner) sends SIGTERM, which would end pytest without any teardown.
     stop_on_sigterm()
-    SESSION_DIR = Path(tempfile.mkdtemp(prefix="tutorial-tests-", dir="/tmp"))
+    SESSION_DIR = ray_temp_dir("tutorial-tests-")
     TOKEN_FILE = SESSION_DIR / "auth_token"
     os.environ.update({"RAY_TMPDIR": str(SESSION_DIR), "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)})
 

@@ -5,15 +5,13 @@ import re
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from ci import listeners
 from harness.config import ROOT
-from harness.servers import TUTORIAL_RAY_ENV
+from harness.servers import TUTORIAL_RAY_ENV, ray_temp_dir
 from tests.plugin import files_containing
 
 
@@ -25,7 +23,7 @@ def test_a_fresh_machine_gets_a_private_token_that_is_never_shown_and_a_stop_tha
     processes alone, even when their names are the same."""
     home = tmp_path / "home"
     home.mkdir()
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    ray_tmp = ray_temp_dir()
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN_PATH"}
     env.update(HOME=str(home), RAY_TMPDIR=str(ray_tmp), **TUTORIAL_RAY_ENV)
     # Someone else's processes, named as Ray's and vLLM's are: `ray stop` or a kill by name would end them.

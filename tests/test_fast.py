@@ -11,13 +11,13 @@ from datetime import datetime
 import pytest
 import yaml
 
-from benchmark import report
 from benchmark.peer_check import compare
-from benchmark.stats import mismatches, percentiles, summarize
+from harness import report
 from harness.config import PORTS, ROOT, engine_cli_args, llm_config
 from harness.load import arrival_times, broken
 from harness.logs import MILESTONES, line_time, phases
 from harness.results import machine
+from harness.stats import mismatches, percentiles, summarize
 from tests.plugin import files_containing
 
 pytestmark = pytest.mark.fast

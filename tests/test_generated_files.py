@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from harness import results as committed
 from harness.config import ROOT, llm_config
 
 sys.path.insert(0, str(ROOT / "ci"))
@@ -76,9 +77,9 @@ def test_the_tests_and_the_benchmark_start_ray_with_tutorial_env_sh():
 
 def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
     """The notebook quotes benchmark/results/, which `python -m benchmark --side-by-side --out ...` wrote."""
-    from benchmark.report import cpu_table, questions_table, summary_table
+    from harness.report import cpu_table, questions_table, summary_table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "cpu.json").read_text())
+    results = committed.read("cpu")
     readme = (ROOT / "README.md").read_text()
     assert summary_table(results, results["concurrency"]) in readme
     assert cpu_table(results, 16) in readme
@@ -91,7 +92,7 @@ def test_the_peer_check_in_the_notebook_is_the_measured_one_and_the_clients_agre
     generator and vLLM's benchmark client within 20% of each other at c=1 and c=16, on the CPU machine."""
     from benchmark.peer_check import table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "peer_check.json").read_text())
+    results = committed.read("peer_check")
     assert table(results) in (ROOT / "README.md").read_text()
     assert results["machine"]["gpus"] == [] and set(results["concurrency"]) == {"1", "16"}
     for numbers in results["concurrency"].values():
@@ -100,9 +101,9 @@ def test_the_peer_check_in_the_notebook_is_the_measured_one_and_the_clients_agre
 
 def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/one_gpu.json, which `bash benchmark/run_on_gpu.sh one-gpu` wrote."""
-    from benchmark.report import questions_table, summary_table
+    from harness.report import questions_table, summary_table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "one_gpu.json").read_text())
+    results = committed.read("one_gpu")
     readme = (ROOT / "README.md").read_text()
     # requirements-gpu.txt's versions, and all three servers measured in that one run (one machine, one client)
     assert results["machine"]["gpus"] == ["NVIDIA H200"]
@@ -119,9 +120,9 @@ def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
 def test_the_production_shape_table_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/production_tp1.json, which `TENSOR_PARALLEL_SIZE=1 bash
     benchmark/run_on_gpu.sh production` wrote: QwQ-32B's shape with the tutorial's engine arguments, three servers."""
-    from benchmark.report import long_output_table
+    from harness.report import long_output_table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "production_tp1.json").read_text())
+    results = committed.read("production_tp1")
     engine = llm_config(results["config"])["engine_kwargs"]
     assert engine == {
         "tensor_parallel_size": 1,
@@ -147,11 +148,11 @@ def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/cold_start.json, which `python -m benchmark.cold_start` wrote."""
     from benchmark.cold_start import table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "cold_start.json").read_text())
+    results = committed.read("cold_start")
     assert table(results) in (ROOT / "README.md").read_text()
     assert (ROOT / "benchmark" / "results" / "cold_start.png").stat().st_size > 10_000
     # And the price of compiling: tokens/s with and without (the mean of the repeats).
-    speed = json.loads((ROOT / "benchmark" / "results" / "cpu_compiled_vs_eager.json").read_text())
+    speed = committed.read("cpu_compiled_vs_eager")
 
     def tokens_per_s(engine, concurrency):
         (server,) = speed[engine]["servers"].values()
@@ -169,7 +170,7 @@ def test_the_scale_up_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/scale_up.json, which `python -m benchmark.scale_up` wrote."""
     from benchmark.scale_up import scaled_config, table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "scale_up.json").read_text())
+    results = committed.read("scale_up")
     decided, started, _ = results["seconds_after_the_load_started"].values()
     readme = (ROOT / "README.md").read_text()
     assert table(results) in readme
@@ -186,7 +187,7 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/node_loss.json, which `python -m benchmark.node_loss` wrote."""
     from benchmark.node_loss import outcome, table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "node_loss.json").read_text())
+    results = committed.read("node_loss")
     readme = (ROOT / "README.md").read_text()
     assert table(results) in readme
     assert outcome(results) in " ".join(readme.split())
@@ -198,7 +199,7 @@ def test_the_speculative_decoding_tables_are_the_measured_ones():
 
     readme = (ROOT / "README.md").read_text()
     for name in ("speculative_gpu.json", "speculative_gpu_ablations.json", "speculative_cpu.json"):
-        results = json.loads((ROOT / "benchmark" / "results" / name).read_text())
+        results = committed.read(name.removesuffix(".json"))
         assert table(results) in readme, name
         assert all(
             row["answers"]["identical_to_none"] == row["answers"]["questions"] for row in results["rows"].values()
@@ -207,7 +208,7 @@ def test_the_speculative_decoding_tables_are_the_measured_ones():
 
 def test_the_resumed_stream_in_the_notebook_is_the_measured_one():
     """The notebook shows benchmark/results/resumed_stream.json, the output of tests/test_resume.py's run."""
-    results = json.loads((ROOT / "benchmark" / "results" / "resumed_stream.json").read_text())
+    results = committed.read("resumed_stream")
     readme = (ROOT / "README.md").read_text()
     assert "```text\n" + results["output"].rstrip("\n") + "\n```" in readme
     assert f"on {results['stall_s']} s after the kill" in " ".join(readme.split())
@@ -219,7 +220,7 @@ def test_the_node_loss_with_the_tutorials_client_is_the_measured_one():
     resuming client was lost, each with the right answer and the text of an uninterrupted run."""
     from harness import chains
 
-    results = json.loads((ROOT / "benchmark" / "results" / "node_loss_chains.json").read_text())
+    results = committed.read("node_loss_chains")
     assert chains.outcome(results) in " ".join((ROOT / "README.md").read_text().split())
     resuming = [c for c in results["in_flight_chains"] if c["client"] == "resuming"]
     assert any(c["breaks"] for c in resuming)  # some were on the node that died
@@ -232,7 +233,7 @@ def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     from benchmark.long_chains import deployment_config, haproxy_hard_stop_after_s, outcome, table
     from harness.config import llm_config
 
-    results = json.loads((ROOT / "benchmark" / "results" / "long_chains.json").read_text())
+    results = committed.read("long_chains")
     readme = (ROOT / "README.md").read_text()
     assert table(results) in readme
     assert outcome(results) in " ".join(readme.split())
@@ -259,7 +260,7 @@ def test_the_thinking_budget_curve_is_the_measured_one():
     are the smallest measured within 1 point of unlimited thinking."""
     from benchmark.thinking_budget import smallest_budget_within, table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "thinking_budget.json").read_text())
+    results = committed.read("thinking_budget")
     readme = (ROOT / "README.md").read_text()
     assert table(results) in readme
     assert (
@@ -274,7 +275,7 @@ def test_the_thinking_budget_curve_is_the_measured_one():
 def test_the_goodput_sweep_is_the_measured_one_and_agrees_with_vllm():
     from benchmark.goodput import table
 
-    results = json.loads((ROOT / "benchmark" / "results" / "goodput.json").read_text())
+    results = committed.read("goodput")
     readme = (ROOT / "README.md").read_text()
     assert table(results) in readme
     tolerance = results["settings"]["tolerance"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from benchmark.stats import percentiles
 from harness.config import MODEL_ID, ROOT
 from harness.load import BROKEN, session, stream_chat
+from harness.stats import percentiles
 from tiny_reasoner import tasks
 
 CHAT, COMPLETIONS = "/chat/completions", "/completions"

@@ -2,7 +2,7 @@
 
 import statistics
 
-from benchmark.stats import PROCESS_GROUPS, medians_over_repeats
+from harness.stats import PROCESS_GROUPS, medians_over_repeats
 
 
 def moments_table(seconds_after, since):
