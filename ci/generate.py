@@ -35,8 +35,9 @@ scripts the notebook shows with:  python ci/generate.py
 """
 
 
-def expected_files():
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def expected_files(notebook_path=NOTEBOOK):
+    """{file name: its text} for README.md, quickstart.sh and every file the notebook shows."""
+    notebook = nbformat.read(notebook_path, as_version=4)
     files = {}
     for index, cell in enumerate(notebook.cells):
         found = FILE_CELL.match(cell.source) if cell.cell_type == "code" else None
@@ -77,8 +78,8 @@ def pasteable(markdown):
     return "\n".join(lines)
 
 
-def notebook_outputs():
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def notebook_outputs(notebook_path=NOTEBOOK):
+    notebook = nbformat.read(notebook_path, as_version=4)
     return sum(
         len(cell.get("outputs", [])) + (cell.get("execution_count") is not None)
         for cell in notebook.cells
@@ -86,19 +87,17 @@ def notebook_outputs():
     )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if anything differs")
-    args = parser.parse_args()
-
+def sync(root=ROOT, check=False):
+    """Compare (check) or rewrite the generated files in `root` with what its notebook.ipynb gives; return the names
+    that differed (with notebook.ipynb itself when checking a notebook that holds outputs)."""
     stale = []
-    for name, text in expected_files().items():
-        path = ROOT / name
+    for name, text in expected_files(Path(root) / "notebook.ipynb").items():
+        path = Path(root) / name
         current = path.read_text() if path.exists() else ""
         if current == text:
             continue
         stale.append(name)
-        if args.check:
+        if check:
             sys.stdout.writelines(
                 difflib.unified_diff(
                     current.splitlines(True), text.splitlines(True), f"{name} (committed)", f"{name} (from notebook)"
@@ -107,10 +106,18 @@ def main():
         else:
             path.write_text(text)
             print(f"wrote {name}")
+    if check and notebook_outputs(Path(root) / "notebook.ipynb"):
+        print("notebook.ipynb holds outputs or execution counts: clear them before committing")
+        stale.append("notebook.ipynb")
+    return stale
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if anything differs")
+    args = parser.parse_args()
+    stale = sync(check=args.check)
     if args.check:
-        if notebook_outputs():
-            print("notebook.ipynb holds outputs or execution counts: clear them before committing")
-            stale.append("notebook.ipynb")
         if stale:
             print(f"\nout of date: {', '.join(stale)}. Run: python ci/generate.py")
             return 1

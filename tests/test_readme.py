@@ -5,7 +5,11 @@ follows them can fail, and how the README reads."""
 import re
 import sys
 
+import pytest
+
 from harness.config import ROOT
+
+pytestmark = pytest.mark.fast  # no Ray
 
 sys.path.insert(0, str(ROOT / "ci"))
 import follow_readme  # noqa: E402

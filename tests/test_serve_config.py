@@ -93,6 +93,7 @@ def test_the_qwq_app_scales_to_its_second_replica_and_would_not_without_a_target
     assert autoscaling["without_target"]["target_ongoing_requests"] == 10**9
 
 
+@pytest.mark.fast
 def test_service_yaml_is_a_valid_anyscale_service_for_the_qwq_app():
     from anyscale.service.models import ServiceConfig
 
@@ -102,6 +103,7 @@ def test_service_yaml_is_a_valid_anyscale_service_for_the_qwq_app():
     assert service.working_dir == "."
 
 
+@pytest.mark.fast
 def test_an_anyscale_service_uploads_only_what_it_runs():
     """The upload list, built by the Anyscale CLI's own packing of working_dir with service.yaml's excludes: the
     application's module and nothing else (no tests, notebook, benchmark, model or virtual environment)."""
@@ -116,6 +118,7 @@ def test_an_anyscale_service_uploads_only_what_it_runs():
     assert uploaded == ["serve_qwq_32b.py"]
 
 
+@pytest.mark.fast
 def test_a_misspelled_service_field_is_rejected(tmp_path):
     from anyscale.service.models import ServiceConfig
 
@@ -140,6 +143,7 @@ def validate_with_ray(serve_config):
         LLMServingArgs.model_validate(app["args"])
 
 
+@pytest.mark.fast
 def test_the_ray_service_deploys_serve_qwq_32b_yaml():
     """KubeRay's RayService runs the tutorial's Serve config file: the same applications, and no http_options (in a
     pod Serve listens on every interface, behind the operator's Service)."""
@@ -170,6 +174,7 @@ def test_the_ray_service_deploys_serve_qwq_32b_yaml():
     )
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("right, wrong", [("engine_kwargs", "engine_kwarg"), ("import_path", "import_pth")])
 def test_a_misspelled_key_in_the_ray_service_is_rejected(right, wrong):
     text = (ROOT / "ray-service.qwq-32b.yaml").read_text().replace(right, wrong, 1)

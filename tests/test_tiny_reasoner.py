@@ -23,6 +23,7 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(MODEL_DIR)
 
 
+@pytest.mark.fast
 def test_the_model_is_small_and_in_the_supported_format():
     files = {p.name: p.stat().st_size for p in MODEL_DIR.iterdir() if p.is_file()}
     assert "model.safetensors" in files and "tokenizer.json" in files
@@ -38,6 +39,7 @@ def test_the_model_is_small_and_in_the_supported_format():
     assert json.loads((MODEL_DIR / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
 
 
+@pytest.mark.fast
 def test_think_tags_are_single_tokens_and_the_template_opens_the_think_block(tokenizer):
     for tag in ("<think>", "</think>", "<|im_start|>", "<|im_end|>"):
         assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1, tag
@@ -56,6 +58,7 @@ def test_think_tags_are_single_tokens_and_the_template_opens_the_think_block(tok
     assert "Some reasoning" not in tokenizer.apply_chat_template(history, tokenize=False)
 
 
+@pytest.mark.fast
 def test_answers_with_transformers(tokenizer):
     model = AutoModelForCausalLM.from_pretrained(MODEL_DIR).eval()
 
