@@ -68,6 +68,8 @@ def pasteable(markdown):
         return f"```{language}\n# {name}\n"
 
     markdown = re.sub(r"```python\n%%writefile ([\w.-]+)\n", as_file, markdown)
+    # A block's mark of where it ran (◆ ○ ◇, from a cell of its own) sits on the line under the block.
+    markdown = re.sub(r"^```\n\n+([◆○◇] )", r"```\n\1", markdown, flags=re.M)
     # One blank line between blocks, as nbconvert leaves two before a code cell; code blocks are kept as they are.
     lines, in_code = [], False
     for line in markdown.split("\n"):

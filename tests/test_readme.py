@@ -71,3 +71,56 @@ def test_every_link_within_the_readme_lands_on_a_heading():
     headings = {anchor(heading) for heading in re.findall(r"^#+ (.+)$", README, re.MULTILINE)}
     links = set(re.findall(r"\]\(#([^)]+)\)", README))
     assert links and not links - headings, links - headings
+
+
+# A block's mark of where it ran: the line under it. A block without one ran in CI (the README's legend says so).
+MARKS = ("◆ **Ran on a lent GPU:** ", "◇ **Ran by hand on the 2-core CI machine:** ", "○ **Not run here:** ")
+
+
+def shown_blocks(readme):
+    """[(language, text, the line under the block)] for every block a reader could run or save."""
+    found = re.finditer(r"^```(bash|sh|python|yaml)\n(.*?)^```\n([^\n]*)", readme, re.MULTILINE | re.DOTALL)
+    return [(match[1], match[2], match[3]) for match in found]
+
+
+def run_in_ci(readme):
+    """What CI runs of the README: the main path's shell blocks (ci/follow_readme.py), the test command that .ci/run
+    gives, and the files those blocks run or the tests deploy."""
+    commands = [command for command, _ in follow_readme.path_blocks(readme)]
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+    files = set(re.findall(r"(?:python|source) ([\w.-]+\.(?:py|sh))\b", "\n".join(commands)))
+    files |= {f"{module}.py" for module in re.findall(r'"import_path": "(\w+):', tests)}
+    return commands, ci_run, files
+
+
+def unproven_blocks(readme):
+    """The first lines of the blocks that have no mark and that CI does not run; fails on a mark CI contradicts."""
+    commands, ci_run, files = run_in_ci(readme)
+    unproven = []
+    for language, text, under in shown_blocks(readme):
+        named = re.match(r"# ([\w.-]+)\n", text)
+        if under.startswith(MARKS):
+            assert text not in commands, f"CI runs this block, but the README says otherwise:\n{text}{under}"
+        elif under.startswith(("◆", "◇", "○")):
+            raise AssertionError(f"a mark not in the legend: {under}")
+        elif not (text in commands or (language == "bash" and text.strip() in ci_run) or (named and named[1] in files)):
+            unproven.append(text.splitlines()[0])
+    return unproven
+
+
+def test_every_block_says_where_it_ran_and_the_unmarked_ones_ran_in_ci():
+    assert len(shown_blocks(README)) > 30
+    assert unproven_blocks(README) == []
+
+
+def test_a_block_that_ci_does_not_run_needs_a_mark():
+    kubectl = "```bash\nkubectl apply -f ray-service.qwq-32b.yaml\n```\n\n"
+    assert unproven_blocks(README.replace("## Appendix D", kubectl + "## Appendix D", 1)) == [
+        "kubectl apply -f ray-service.qwq-32b.yaml"
+    ]
+    unmarked = README.replace("```\n○ **Not run here:** no Kubernetes", "```\nNo Kubernetes", 1)
+    assert unproven_blocks(unmarked) == ["# ray-service.qwq-32b.yaml"]
+    serve_run = next(command for command, _ in follow_readme.path_blocks(README) if "serve run" in command)
+    with pytest.raises(AssertionError, match="CI runs this block"):
+        unproven_blocks(README.replace(serve_run + "```\n", serve_run + "```\n○ **Not run here:** no.\n", 1))
