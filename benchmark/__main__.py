@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from harness import report, servers, stats
-from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
 from harness.load import BROKEN, default_prompts
 from harness.measure import Load, measure_server, rounded
 from harness.results import machine
@@ -98,7 +98,7 @@ def main():
     parser.add_argument(
         "--config",
         type=Path,
-        default=ROOT / "serve_tiny_reasoner.yaml",
+        default=CPU_CONFIG,
         help="with --side-by-side: the Serve config whose model and engine arguments every server uses",
     )
     parser.add_argument("--servers", nargs="*", help="with --side-by-side: which ones (default: all)")

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from harness import servers
-from harness.config import MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
 from harness.logs import MILESTONES, RAY_ONLY, READY, first_time, phases
 from harness.results import machine
 
@@ -122,7 +122,7 @@ def timeline_plot(results, path):
 def main():
     servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "serve_tiny_reasoner.yaml")
+    parser.add_argument("--config", type=Path, default=CPU_CONFIG)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "cold_start.json")
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())

@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from harness import servers
-from harness.config import MODEL_ID, ROOT
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT
 from harness.load import arrival_times, default_prompts, run_load, vllm_bench_serve
 from harness.results import save
 
@@ -34,7 +34,7 @@ class Settings:
     seed: int = 0
     rounds: int = 3  # per rate and client; the table shows the medians
     tolerance: float = 0.20  # how far our TTFT goodput may be from vLLM's
-    config: Path = ROOT / "serve_tiny_reasoner.yaml"
+    config: Path = CPU_CONFIG
     out: Path = ROOT / "bench_results" / "goodput.json"
 
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from harness import servers
-from harness.config import MODEL_ID, ROOT, llm_config, load
+from harness.config import CPU_CONFIG, MODEL_ID, QWQ_CONFIG, ROOT, llm_config, load
 from harness.load import BROKEN, default_prompts, session, stream_chat
 from harness.logs import DEPLOYMENT, ServeLogs, served_by
 
@@ -60,8 +60,8 @@ RAY_HARD_STOP_AFTER_S = "120"  # Ray 2.60's default: HAProxy's old process is ki
 def deployment_config(settings, initial_replicas):
     """serve_tiny_reasoner.yaml with serve_qwq_32b.yaml's autoscaling, and with its other deployment options unless
     settings is "defaults" (Ray Serve's defaults)."""
-    config = load("serve_tiny_reasoner.yaml")
-    qwq = llm_config(load("serve_qwq_32b.yaml"))["deployment_config"]
+    config = load(CPU_CONFIG)
+    qwq = llm_config(load(QWQ_CONFIG))["deployment_config"]
     options = copy.deepcopy(qwq if settings != "defaults" else {"autoscaling_config": qwq["autoscaling_config"]})
     options["autoscaling_config"].update(downscale_delay_s=DOWNSCALE_DELAY_S, initial_replicas=initial_replicas)
     llm = llm_config(config)

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness import chains, report, servers
-from harness.config import MODEL_ID, ROOT, llm_config, load
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT, llm_config, load
 from harness.load import BROKEN, default_prompts, session, stream_chat
 from harness.logs import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
 
@@ -47,7 +47,7 @@ NODE_DEAD = r"Node is dead"  # the GCS log line of a node it gave up on (its hea
 def two_replica_config():
     """serve_tiny_reasoner.yaml with two replicas, the proxy on the head, and the model at an absolute path: a node
     loads the model from its own disk, so the files must be at that path on every node (the repository, here)."""
-    config = load("serve_tiny_reasoner.yaml")
+    config = load(CPU_CONFIG)
     config["proxy_location"] = "HeadOnly"
     llm = llm_config(config)
     llm["deployment_config"]["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from harness import servers
-from harness.config import MODEL_ID, ROOT
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT
 from harness.load import default_prompts, run_load, vllm_bench_serve
 from harness.results import machine
 
@@ -90,7 +90,7 @@ def main():
     if args.base_url:
         endpoint = nullcontext((args.base_url, None))
     else:
-        endpoint = servers.serve_deployment(ROOT / "serve_tiny_reasoner.yaml")
+        endpoint = servers.serve_deployment(CPU_CONFIG)
     result = {
         "machine": machine(),
         "settings": {"max_tokens": args.max_tokens, "ignore_eos": True, "rounds": args.rounds},

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import ROOT, llm_config
+from harness.config import QWQ_CONFIG, ROOT, llm_config, load
 
 TINY = ROOT / "tiny_reasoner"
 
@@ -66,7 +66,7 @@ def write_model(folder):
 
 def write_serve_config(folder, tensor_parallel_size):
     """serve_qwq_32b.yaml, for the folder: the same application and engine arguments, dummy weights."""
-    config = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
+    config = load(QWQ_CONFIG)
     llm = llm_config(config)
     llm["model_loading_config"]["model_source"] = str(folder)
     llm.pop("accelerator_type", None)

@@ -20,10 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from harness import report, servers
-from harness.config import MODEL_ID, ROOT, llm_config
+from harness.config import CPU_CONFIG, MODEL_ID, QWQ_CONFIG, ROOT, llm_config, load
 from harness.load import default_prompts, session, stream_chat
 from harness.logs import DEPLOYMENT, ServeLogs
 
@@ -33,8 +31,8 @@ MAX_TOKENS = 64  # short requests: the log shows a request when it ends
 
 def scaled_config():
     """serve_tiny_reasoner.yaml with the autoscaling of serve_qwq_32b.yaml."""
-    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
-    qwq = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
+    config = load(CPU_CONFIG)
+    qwq = load(QWQ_CONFIG)
     autoscaling = llm_config(qwq)["deployment_config"]["autoscaling_config"]
     llm_config(config)["deployment_config"]["autoscaling_config"] = autoscaling
     return config, autoscaling

@@ -25,7 +25,7 @@ import httpx
 import yaml
 
 from harness import servers
-from harness.config import ROOT, engine_cli_args, engine_env, llm_config
+from harness.config import CPU_CONFIG, ROOT, engine_cli_args, engine_env, llm_config
 from harness.load import BROKEN, default_prompts
 from harness.measure import Load, measure_server, rounded
 from harness.results import machine
@@ -60,7 +60,7 @@ COUNTER = re.compile(r"^\S*spec_decode_num_(drafts|draft_tokens|accepted_tokens)
 
 @dataclass
 class Settings:
-    config: Path = ROOT / "serve_tiny_reasoner.yaml"
+    config: Path = CPU_CONFIG
     server: str = "bare"  # "bare": vLLM's own OpenAI server; "serve": the tutorial's Ray Serve LLM, direct streaming
     only: list[str] = field(default_factory=lambda: list(SPECULATIVE))
     concurrency: list[int] = field(default_factory=lambda: [1, 16])

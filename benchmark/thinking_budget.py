@@ -18,7 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from harness import servers
-from harness.config import MODEL_ID, ROOT
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT
 from harness.load import TOKENIZER, run_load
 from harness.results import save
 from harness.stats import percentiles
@@ -33,7 +33,7 @@ class Settings:
     letters: int = 200  # held-out letter-counting questions (the sums are every n from 1 to 200)
     concurrency: int = 16
     max_tokens: int = 600
-    config: Path = ROOT / "serve_tiny_reasoner.yaml"
+    config: Path = CPU_CONFIG
     out: Path = ROOT / "bench_results" / "thinking_budget.json"
 
 

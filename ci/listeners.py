@@ -112,6 +112,7 @@ def probe(port, role):
 
 
 def main():
+    from harness.config import CPU_CONFIG
     from harness.servers import RayCluster
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,7 +123,7 @@ def main():
     cluster = RayCluster(env)
     try:
         cluster.start()
-        cluster.deploy(ROOT / "serve_tiny_reasoner.yaml")
+        cluster.deploy(CPU_CONFIG)
         found = listeners(local_cluster.started_session())
         rows = [{"role": r, "address": a, "port": p, "without token": probe(p, r)} for r, a, p, _ in exposed(found)]
         print(

@@ -1,7 +1,7 @@
 """The facts that the tests, CI, the benchmark and the model's evaluation share, each defined here once: the Serve
 config files' shape, the CPU model's name, the tutorial's ports, where Ray keeps a cluster's logs.
 
-    config = load("serve_tiny_reasoner.yaml"); llm_config(config)["engine_kwargs"]
+    config = load(CPU_CONFIG); llm_config(config)["engine_kwargs"]
 
 Each application of the tutorial serves one model, so an application has one LLM config; engine_cli_args and
 engine_env give bare vLLM the same engine as an application's config.
@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+CPU_CONFIG = ROOT / "serve_tiny_reasoner.yaml"  # the tutorial's application on CPU, as a Serve config file
+QWQ_CONFIG = ROOT / "serve_qwq_32b.yaml"  # QwQ-32B's, the production configuration
 
 
 # The ports the tutorial's cluster listens on (the README's list, kept equal by tests/test_readme.py).
@@ -34,9 +36,9 @@ def ray_logs(ray_tmp):
     return Path(ray_tmp) / "ray" / "session_latest" / "logs"
 
 
-def load(name):
-    """A Serve config file of this repository, as a dict."""
-    return yaml.safe_load((ROOT / name).read_text())
+def load(path):
+    """A Serve config file (a path, or a name in this repository), as a dict."""
+    return yaml.safe_load((ROOT / path).read_text())
 
 
 def app_llm_config(app):
@@ -64,4 +66,4 @@ def engine_env(config):
 
 
 # The CPU deployment's model name, as clients ask for it.
-MODEL_ID = llm_config(load("serve_tiny_reasoner.yaml"))["model_loading_config"]["model_id"]
+MODEL_ID = llm_config(load(CPU_CONFIG))["model_loading_config"]["model_id"]

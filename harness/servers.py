@@ -22,7 +22,7 @@ import httpx
 import psutil
 import yaml
 
-from harness.config import MODEL_ID, ROOT, engine_cli_args, load, ray_logs
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT, engine_cli_args, load, ray_logs
 
 SERVE_URL = "http://127.0.0.1:8000/v1"
 # What the notebook's setup cell sets for every `ray` and `serve` command (tests/test_generated_files.py keeps them
@@ -244,7 +244,7 @@ def bare_vllm(
     Yields (base_url, seconds until it answered); always stops it. niceness: run it below other processes (Ray runs
     its workers at 15). env: added to this process's environment for the server."""
     if engine_args is None:
-        engine_args = engine_cli_args(load("serve_tiny_reasoner.yaml"))
+        engine_args = engine_cli_args(load(CPU_CONFIG))
     port = free_port()
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, **(env or {})}
     command = [

@@ -9,11 +9,10 @@ import time
 from datetime import datetime
 
 import pytest
-import yaml
 
 from benchmark.peer_check import compare
 from harness import report
-from harness.config import PORTS, ROOT, engine_cli_args, llm_config
+from harness.config import CPU_CONFIG, PORTS, QWQ_CONFIG, ROOT, engine_cli_args, llm_config, load
 from harness.load import arrival_times, broken
 from harness.logs import MILESTONES, line_time, phases
 from harness.results import machine
@@ -30,7 +29,7 @@ def test_percentiles_take_the_value_at_each_rank_and_skip_missing_ones():
 
 
 def test_bare_vllm_gets_the_config_files_engine_arguments_as_flags():
-    config = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
+    config = load(QWQ_CONFIG)
     assert engine_cli_args(config) == [
         *("--tensor-parallel-size", "8", "--max-model-len", "32768"),
         *("--reasoning-parser", "deepseek_r1"),  # from the config, as every other argument
@@ -197,7 +196,7 @@ def test_an_autoscaler_that_adds_no_node_for_a_waiting_replica_is_read_from_its_
 def test_the_key_builder_refuses_to_build_an_app_it_cannot_protect(monkeypatch):
     import api_key
 
-    args = {"llm_configs": [llm_config(yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text()))]}
+    args = {"llm_configs": [llm_config(load(CPU_CONFIG))]}
     monkeypatch.delenv("API_KEY", raising=False)
     with pytest.raises(ValueError, match="API_KEY is not set"):
         api_key.build_openai_app(args)

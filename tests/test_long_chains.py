@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from harness.config import ROOT, llm_config, load
+from harness.config import QWQ_CONFIG, ROOT, llm_config, load
 
 # Serve's default graceful_shutdown_timeout_s (20 s), which Serve raises to 35 s for a replica behind HAProxy (its
 # controller logs "Raising graceful_shutdown_timeout_s ... from 20.0s to 35.0s").
@@ -41,7 +41,7 @@ def test_the_tutorials_settings_cut_no_chain_and_refuse_an_overload_at_once(no_c
     # Overloaded, one replica takes max_ongoing_requests + max_queued_requests and refuses the rest at once, with a
     # 503 that says why. Of those it takes, at least max_ongoing_requests run; how many of the queued ones also got
     # their 200 within the hold varies (0 in most runs, 21 in one CI run, where all 128 reached the replica).
-    options = llm_config(load("serve_qwq_32b.yaml"))["deployment_config"]
+    options = llm_config(load(QWQ_CONFIG))["deployment_config"]
     overload = run["overload"]
     taken = options["max_ongoing_requests"] + options["max_queued_requests"]
     assert overload["accepted"] + overload["no_status"] == taken, overload

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from harness.config import ROOT, llm_config
+from harness.config import QWQ_CONFIG, ROOT, llm_config, load
 from harness.servers import TUTORIAL_RAY_ENV
 
 # Build each Python app and the app its config file describes, the way Serve does, and print both LLMConfigs.
@@ -148,7 +148,7 @@ def test_the_ray_service_deploys_serve_qwq_32b_yaml():
     """KubeRay's RayService runs the tutorial's Serve config file: the same applications, and no http_options (in a
     pod Serve listens on every interface, behind the operator's Service)."""
     serve_config = ray_service_serve_config((ROOT / "ray-service.qwq-32b.yaml").read_text())
-    config_file = yaml.safe_load((ROOT / "serve_qwq_32b.yaml").read_text())
+    config_file = load(QWQ_CONFIG)
     assert serve_config == {"applications": config_file["applications"]}
     validate_with_ray(serve_config)
     manifest = yaml.safe_load((ROOT / "ray-service.qwq-32b.yaml").read_text())["spec"]["rayClusterConfig"]
