@@ -9,6 +9,8 @@ README.md is the notebook converted by nbconvert (`jupyter nbconvert --to markdo
 without the cells tagged `remove_cell` (the notebook's own checks and set-up; nbconvert's TagRemovePreprocessor),
 with its code blocks made pasteable outside Jupyter (no `%%bash` line; a written file named in its first line), and
 with a link in place of each file cell tagged `readme_link` (the helper scripts, which a reader opens beside it).
+The cells tagged `measurements` (the measured reports of the appendices) go to benchmark/README.md instead, with the
+links between the two files made to work from where each sits.
 quickstart.sh is README.md's shell blocks from "Deploy locally" to "Shut down" (ci/follow_readme.py).
 """
 
@@ -25,12 +27,22 @@ from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebook.ipynb"
+MEASUREMENTS = "benchmark/README.md"  # the cells tagged `measurements`: the appendices' measured reports
 # A cell that writes a file (`%%writefile name`) or runs one and names it in its first line (`# name`).
 FILE_CELL = re.compile(r"(%%writefile |# )([\w.-]+\.(?:py|sh|yaml))\n")
 README_HEADER = """<!--
 This file is generated from notebook.ipynb; do not edit it. Edit the notebook, then regenerate this file and the
 scripts the notebook shows with:  python ci/generate.py
 -->
+
+"""
+
+
+MEASUREMENTS_TITLE = """# Deploy a reasoning LLM: the measurements
+
+The measured reports behind [the tutorial](../README.md) (its Appendix B): what the serving layer costs next to bare
+vLLM, on 2 CPU cores, on one GPU and at QwQ-32B's size; thinking budgets; and how long chains and a dying node fare.
+As in the README, a line under each block says where it ran. This file is generated from the tutorial's notebook.
 
 """
 
@@ -48,12 +60,48 @@ def expected_files(notebook_path=NOTEBOOK):
             if "readme_link" in cell.metadata.get("tags", []):  # a helper script: linked, not copied
                 link = f"The whole file: [`{name}`]({name}), {files[name].count(chr(10))} lines."
                 notebook.cells[index] = nbformat.v4.new_markdown_cell(link)
-    config = Config()
-    config.TagRemovePreprocessor.remove_cell_tags = ("remove_cell",)
-    readme, _ = MarkdownExporter(config=config).from_notebook_node(notebook)
-    files["README.md"] = README_HEADER + pasteable(readme).strip("\n") + "\n"
+    readme = markdown(notebook, remove=("remove_cell", "measurements"))
+    report = markdown(notebook, remove=("remove_cell",), keep_only="measurements")
+    readme, report = cross_link(readme, report)
+    files["README.md"] = README_HEADER + readme
+    files[MEASUREMENTS] = README_HEADER + MEASUREMENTS_TITLE + report
     files["quickstart.sh"] = quickstart_script(files["README.md"])
     return files
+
+
+def markdown(notebook, remove, keep_only=None):
+    """The notebook as pasteable Markdown (nbconvert's), without the cells tagged with any of `remove`, and with only
+    those tagged `keep_only` if given."""
+    notebook = nbformat.from_dict(notebook)  # a copy: the cells are filtered, the caller's notebook is not
+    if keep_only:
+        notebook.cells = [cell for cell in notebook.cells if keep_only in cell.metadata.get("tags", [])]
+    config = Config()
+    config.TagRemovePreprocessor.remove_cell_tags = remove
+    text, _ = MarkdownExporter(config=config).from_notebook_node(notebook)
+    return pasteable(text).strip("\n") + "\n"
+
+
+def anchor(heading):
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def cross_link(readme, report):
+    """Links that work from where each file sits: the README's links to a section that moved to the measurements
+    point there, and the measurements' links (written for the README, at the top) point back up."""
+    moved = {anchor(h) for h in re.findall(r"^#+ (.+)$", report, re.M)}
+    readme = re.sub(r"\]\(#([^)]+)\)", lambda m: f"]({MEASUREMENTS}#{m[1]})" if m[1] in moved else m[0], readme)
+
+    def from_folder(found):
+        target = found[1]
+        if target.startswith("#"):
+            return found[0] if target[1:] in moved else f"](../README.md{target})"
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            return found[0]
+        folder = MEASUREMENTS.rsplit("/", 1)[0] + "/"
+        return f"]({target.removeprefix(folder)})" if target.startswith(folder) else f"](../{target})"
+
+    return readme, re.sub(r"\]\(([^)\s]+)\)", from_folder, report)
 
 
 def pasteable(markdown):
@@ -106,6 +154,7 @@ def sync(root=ROOT, check=False):
                 )
             )
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             print(f"wrote {name}")
     if check and notebook_outputs(Path(root) / "notebook.ipynb"):

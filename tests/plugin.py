@@ -18,7 +18,7 @@ import sys
 import psutil
 import pytest
 
-from harness.config import PORTS, ROOT, load
+from harness.config import CPU_CONFIG, PORTS, ROOT, llm_config, load
 from harness.servers import SERVE_URL, RayCluster, ray_temp_dir, stop_on_sigterm
 
 # Set in pytest_configure: nothing happens when this module is imported.
@@ -80,13 +80,12 @@ class SharedCluster:
     """One Ray cluster for every test that can share it, started at first use, with the tutorial's application
     (serve_tiny_reasoner.yaml) and whatever other applications a test deploys beside it.
 
-    The cluster's environment has what the API-key test needs (the key, and this folder on the Python path for
-    api_key.py), as the notebook tells the reader to start Ray, and reports metrics every second."""
+    The cluster reports metrics every second."""
 
-    # token_urlsafe begins with "-" one time in 64, as the notebook's key may; CI failed on it once (grep took the
-    # key for an option), so every run now uses such a key.
-    API_KEY = "-" + secrets.token_urlsafe(24)
     METRICS_PORT = 8085
+    # A Hugging Face token in the tutorial application's runtime_env, the way the README warns against: where it shows
+    # up is checked (tests/test_api_key.py). The small model is local, so nothing uses it.
+    HF_TOKEN = "hf_canary_" + secrets.token_hex(8)
 
     def __init__(self):
         self.cluster = None
@@ -95,19 +94,23 @@ class SharedCluster:
     def deploy(self, *extra_apps, headers=None):
         """Deploy the tutorial's application and `extra_apps` (dicts of a Serve config's `applications`), and wait
         until the tutorial's model answers. Nothing happens if exactly that is deployed already."""
-        tutorial = load("serve_tiny_reasoner.yaml")
+        tutorial = self.tutorial_config()
         config = {**tutorial, "applications": tutorial["applications"] + list(extra_apps)}
         if config == self.deployed:
             return
         if self.cluster is None:
-            self.cluster = RayCluster(
-                {"API_KEY": self.API_KEY, "PYTHONPATH": str(ROOT), "RAY_metrics_report_interval_ms": "1000"}
-            )
+            self.cluster = RayCluster({"RAY_metrics_report_interval_ms": "1000"})
             # Four logical CPUs on two cores: room for a second application's engine beside the tutorial's.
             self.cluster.start(f"--metrics-export-port={self.METRICS_PORT}", "--num-cpus=4")
         self.deployed = None
         self.cluster.deploy(config)
         self.deployed = config
+
+    def tutorial_config(self):
+        """serve_tiny_reasoner.yaml as this cluster deploys it: with HF_TOKEN in its runtime_env."""
+        config = load(CPU_CONFIG)
+        llm_config(config)["runtime_env"]["env_vars"]["HF_TOKEN"] = self.HF_TOKEN
+        return config
 
     def stop(self):
         if self.cluster is not None:

@@ -17,14 +17,14 @@ import time
 
 import yaml
 
-from harness.config import ROOT, app_llm_config, ray_logs
+from harness.config import CPU_CONFIG, ROOT, app_llm_config, load, ray_logs
 from harness.logs import first_time
 from harness.servers import TUTORIAL_RAY_ENV
 
 
 def broken_app(name, change):
     """The tutorial's application under another name, route and model id, changed by `change(llm_config)`."""
-    app = copy.deepcopy(yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())["applications"][0])
+    app = copy.deepcopy(load(CPU_CONFIG)["applications"][0])
     app["name"], app["route_prefix"] = name, f"/{name}"
     llm = app_llm_config(app)
     llm["model_loading_config"]["model_id"] = name
@@ -71,7 +71,7 @@ def first_logged(pattern, logs, since):
 
 def deploy_beside_the_tutorial(shared_cluster, app):
     """`serve deploy` the tutorial's application and `app`; the tutorial's keeps answering, `app` may fail."""
-    config = yaml.safe_load((ROOT / "serve_tiny_reasoner.yaml").read_text())
+    config = shared_cluster.tutorial_config()  # as the shared cluster deploys it: unchanged, it keeps running
     config["applications"].append(app)
     path = ROOT / "bench_results" / f"{app['name']}.yaml"
     path.parent.mkdir(exist_ok=True)

@@ -7,13 +7,18 @@ import sys
 import pytest
 
 from harness import results as committed
-from harness.config import ROOT, llm_config
+from harness.config import CPU_CONFIG, ROOT, llm_config
 
 pytestmark = pytest.mark.fast  # no Ray
 
 sys.path.insert(0, str(ROOT / "ci"))
 import generate  # noqa: E402
 from generate import expected_files  # noqa: E402  (the generator's own list of files it writes)
+
+
+def published():
+    """What a reader reads: README.md and the measurements it links to (benchmark/README.md), both generated."""
+    return (ROOT / "README.md").read_text() + (ROOT / generate.MEASUREMENTS).read_text()
 
 
 def test_readme_and_scripts_match_the_notebook():
@@ -25,6 +30,7 @@ def test_an_edit_to_the_notebook_is_caught(tmp_path):
     """Change one word of a markdown cell without regenerating: the check must fail and name README.md; regenerating
     mends it. (The check's command line is the test above; this calls the same function in this process.)"""
     for name in ["notebook.ipynb", *expected_files()]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     notebook = json.loads((tmp_path / "notebook.ipynb").read_text())
     cell = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
@@ -41,7 +47,7 @@ def test_the_numbers_quoted_for_the_small_model_are_the_measured_ones():
     from tiny_reasoner.evaluate import thinking_table
 
     report = json.loads((ROOT / "tiny_reasoner" / "eval_results.json").read_text())
-    readme, card = (ROOT / "README.md").read_text(), (ROOT / "tiny_reasoner" / "README.md").read_text()
+    readme, card = published(), (ROOT / "tiny_reasoner" / "README.md").read_text()
     assert thinking_table(report) in readme
     assert thinking_table(report) in card
     letters_on, letters_off = report["thinking_on"]["letters"], report["thinking_off"]["letters"]
@@ -68,7 +74,7 @@ def test_the_tests_and_the_benchmark_start_ray_with_tutorial_env_sh():
 
     status, env, _ = sourced(None)
     assert status == 0 and {name: env[name] for name in TUTORIAL_RAY_ENV} == TUTORIAL_RAY_ENV
-    assert env["TUTORIAL_DEVICE"] == "cpu" and env["SERVE_CONFIG"] == "serve_tiny_reasoner.yaml"
+    assert env["TUTORIAL_DEVICE"] == "cpu" and env["SERVE_CONFIG"] == CPU_CONFIG.name
     assert sourced("one-gpu")[1]["SERVE_CONFIG"] == "serve_tiny_reasoner_gpu.yaml"
     assert sourced("gpu")[1]["SERVE_APP"] == "serve_qwq_32b:app" and sourced("gpu")[1]["MODEL_ID"] == "my-qwq-32B"
     status, _, error = sourced("tpu")
@@ -80,7 +86,7 @@ def test_the_benchmark_tables_in_the_notebook_are_the_measured_ones():
     from harness.report import cpu_table, questions_table, summary_table
 
     results = committed.read("cpu")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert summary_table(results, results["concurrency"]) in readme
     assert cpu_table(results, 16) in readme
     assert questions_table(results, ["bare vLLM", "tutorial: direct streaming"]) in readme
@@ -93,7 +99,7 @@ def test_the_peer_check_in_the_notebook_is_the_measured_one_and_the_clients_agre
     from benchmark.peer_check import table
 
     results = committed.read("peer_check")
-    assert table(results) in (ROOT / "README.md").read_text()
+    assert table(results) in published()
     assert results["machine"]["gpus"] == [] and set(results["concurrency"]) == {"1", "16"}
     for numbers in results["concurrency"].values():
         assert all(abs(difference) <= 0.20 for difference in numbers["difference"].values()), numbers
@@ -104,7 +110,7 @@ def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
     from harness.report import questions_table, summary_table
 
     results = committed.read("one_gpu")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     # requirements-gpu.txt's versions, and all three servers measured in that one run (one machine, one client)
     assert results["machine"]["gpus"] == ["NVIDIA H200"]
     assert (results["machine"]["ray"], results["machine"]["vllm"]) == ("2.60.0", "0.29.0")
@@ -138,7 +144,7 @@ def test_the_production_shape_table_in_the_notebook_is_the_measured_one():
         "standard ingress, stream batching 50 ms (default)",
     }
     assert all(r["ok"] == r["requests"] for server in servers.values() for r in server["runs"])
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join(published().split())
     assert " ".join(long_output_table(results).split()) in readme
     capacity = " and ".join(f'"{line}"' for line in servers["bare vLLM"]["kv_cache"])
     assert "281,216 tokens" in capacity and f"from bare vLLM's engine (kept in the JSON): {capacity}." in readme
@@ -149,7 +155,7 @@ def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
     from benchmark.cold_start import table
 
     results = committed.read("cold_start")
-    assert table(results) in (ROOT / "README.md").read_text()
+    assert table(results) in published()
     assert (ROOT / "benchmark" / "results" / "cold_start.png").stat().st_size > 10_000
     # And the price of compiling: tokens/s with and without (the mean of the repeats).
     speed = committed.read("cpu_compiled_vs_eager")
@@ -159,7 +165,7 @@ def test_the_cold_start_table_in_the_notebook_is_the_measured_one():
         runs = [r["output_tokens_per_s"] for r in server["runs"] if r["concurrency"] == concurrency]
         return f"{sum(runs) / len(runs):.0f}"
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join(published().split())
     assert (
         f"made {tokens_per_s('compiled', 1)} tokens/s compiled and {tokens_per_s('enforce_eager', 1)} eager at "
         f"concurrency 1, {tokens_per_s('compiled', 16)} and {tokens_per_s('enforce_eager', 16)} at 16"
@@ -172,7 +178,7 @@ def test_the_scale_up_in_the_notebook_is_the_measured_one():
 
     results = committed.read("scale_up")
     decided, started, _ = results["seconds_after_the_load_started"].values()
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert table(results) in readme
     assert (
         f"Serve added the replica {decided} s after the load began: it averages the load over `look_back_period_s` "
@@ -188,7 +194,7 @@ def test_the_node_loss_in_the_notebook_is_the_measured_one():
     from benchmark.node_loss import outcome, table
 
     results = committed.read("node_loss")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert table(results) in readme
     assert outcome(results) in " ".join(readme.split())
 
@@ -197,7 +203,7 @@ def test_the_speculative_decoding_tables_are_the_measured_ones():
     """The notebook's tables are benchmark.speculative.table() of the two GPU leases' and the CPU run's results."""
     from benchmark.speculative import table
 
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     for name in ("speculative_gpu.json", "speculative_gpu_ablations.json", "speculative_cpu.json"):
         results = committed.read(name.removesuffix(".json"))
         assert table(results) in readme, name
@@ -209,7 +215,7 @@ def test_the_speculative_decoding_tables_are_the_measured_ones():
 def test_the_resumed_stream_in_the_notebook_is_the_measured_one():
     """The notebook shows benchmark/results/resumed_stream.json, the output of tests/test_resume.py's run."""
     results = committed.read("resumed_stream")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert "```text\n" + results["output"].rstrip("\n") + "\n```" in readme
     assert f"on {results['stall_s']} s after the kill" in " ".join(readme.split())
     assert f"{results['killed_after_bytes']} bytes into the output" in " ".join(readme.split())
@@ -221,7 +227,7 @@ def test_the_node_loss_with_the_tutorials_client_is_the_measured_one():
     from harness import chains
 
     results = committed.read("node_loss_chains")
-    assert chains.outcome(results) in " ".join((ROOT / "README.md").read_text().split())
+    assert chains.outcome(results) in " ".join(published().split())
     resuming = [c for c in results["in_flight_chains"] if c["client"] == "resuming"]
     assert any(c["breaks"] for c in resuming)  # some were on the node that died
     assert all(c["finished"] and c["correct"] and c["same_as_uninterrupted"] for c in resuming), resuming
@@ -234,7 +240,7 @@ def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     from harness.config import llm_config
 
     results = committed.read("long_chains")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert table(results) in readme
     assert outcome(results) in " ".join(readme.split())
     for settings, run in results["runs"].items():
@@ -247,7 +253,7 @@ def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
     names the file in its first line. The helper scripts are links, not copies."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     first_lines = re.findall(r"^```\w*\n(.*)$", readme, re.MULTILINE)
     assert first_lines and not [line for line in first_lines if line.startswith("%%")]
     for name in expected_files():
@@ -261,10 +267,10 @@ def test_the_thinking_budget_curve_is_the_measured_one():
     from benchmark.thinking_budget import smallest_budget_within, table
 
     results = committed.read("thinking_budget")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert table(results) in readme
     assert (
-        "](benchmark/results/thinking_budget.png)" in readme
+        "](results/thinking_budget.png)" in (ROOT / generate.MEASUREMENTS).read_text()
         and (ROOT / "benchmark/results/thinking_budget.png").exists()
     )
     for family, budget in results["smallest_budget_within_1_point"].items():
@@ -276,7 +282,7 @@ def test_the_goodput_sweep_is_the_measured_one_and_agrees_with_vllm():
     from benchmark.goodput import table
 
     results = committed.read("goodput")
-    readme = (ROOT / "README.md").read_text()
+    readme = published()
     assert table(results) in readme
     tolerance = results["settings"]["tolerance"]
     assert all(abs(row["ttft_goodput_difference"]) <= tolerance for row in results["rates"].values())

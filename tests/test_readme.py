@@ -13,6 +13,7 @@ pytestmark = pytest.mark.fast  # no Ray
 
 sys.path.insert(0, str(ROOT / "ci"))
 import follow_readme  # noqa: E402
+import generate  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
 
@@ -65,12 +66,22 @@ def test_the_tutorial_comes_first():
 
 
 def test_every_link_within_the_readme_lands_on_a_heading():
-    def anchor(heading):  # GitHub's: lower case, punctuation dropped, spaces to hyphens
-        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-    headings = {anchor(heading) for heading in re.findall(r"^#+ (.+)$", README, re.MULTILINE)}
-    links = set(re.findall(r"\]\(#([^)]+)\)", README))
-    assert links and not links - headings, links - headings
+    """Within README.md and between it and the measurements it links to (benchmark/README.md), both ways."""
+    measurements = (ROOT / generate.MEASUREMENTS).read_text()
+    headings = {
+        "README.md": {generate.anchor(h) for h in re.findall(r"^#+ (.+)$", README, re.MULTILINE)},
+        generate.MEASUREMENTS: {generate.anchor(h) for h in re.findall(r"^#+ (.+)$", measurements, re.MULTILINE)},
+    }
+    links = [("README.md", a) for a in re.findall(r"\]\(#([^)]+)\)", README)]
+    links += [(generate.MEASUREMENTS, a) for a in re.findall(r"\]\(benchmark/README\.md#([^)]+)\)", README)]
+    links += [(generate.MEASUREMENTS, a) for a in re.findall(r"\]\(#([^)]+)\)", measurements)]
+    links += [("README.md", a) for a in re.findall(r"\]\(\.\./README\.md#([^)]+)\)", measurements)]
+    assert len(links) > 30
+    broken = [(file, a) for file, a in links if a not in headings[file]]
+    assert not broken, broken
+    # Files and images the measurements link to, relative to benchmark/.
+    targets = re.findall(r"\]\((?!#|https?:|\.\./README)([^)#\s]+)\)", measurements)
+    assert targets and not [t for t in targets if not (ROOT / "benchmark" / t).exists()], targets
 
 
 # A block's mark of where it ran: the line under it. A block without one ran in CI (the README's legend says so).
@@ -79,14 +90,19 @@ MARKS = ("◆ **Ran on a lent GPU:** ", "◇ **Ran by hand on the 2-core CI mach
 
 def shown_blocks(readme):
     """[(language, text, the line under the block)] for every block a reader could run or save."""
-    found = re.finditer(r"^```(bash|sh|python|yaml)\n(.*?)^```\n([^\n]*)", readme, re.MULTILINE | re.DOTALL)
-    return [(match[1], match[2], match[3]) for match in found]
+    found = re.finditer(
+        r"^( *)```(bash|sh|python|yaml)\n(.*?)^\1```\n *([^\n]*)", readme, re.MULTILINE | re.DOTALL
+    )  # also a block indented in a list item, less its indent
+    return [(m[2], re.sub(rf"^{m[1]}", "", m[3], flags=re.MULTILINE), m[4]) for m in found]
 
 
 def run_in_ci(readme):
-    """What CI runs of the README: the main path's shell blocks (ci/follow_readme.py), the test command that .ci/run
-    gives, and the files those blocks run or the tests deploy."""
-    commands = [command for command, _ in follow_readme.path_blocks(readme)]
+    """What CI runs of the README: the main path's shell blocks (ci/follow_readme.py) and the blocks the tests paste as
+    written (Appendix A's key sequence), the test command that .ci/run gives, and the files those run or the tests
+    deploy."""
+    from tests.test_api_key import readme_key_sequence
+
+    commands = [command for command, _ in follow_readme.path_blocks(readme)] + [readme_key_sequence()]
     ci_run = (ROOT / ".ci" / "run").read_text()
     tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
     files = set(re.findall(r"(?:python|source) ([\w.-]+\.(?:py|sh))\b", "\n".join(commands)))
@@ -94,24 +110,29 @@ def run_in_ci(readme):
     return commands, ci_run, files
 
 
-def unproven_blocks(readme):
-    """The first lines of the blocks that have no mark and that CI does not run; fails on a mark CI contradicts."""
-    commands, ci_run, files = run_in_ci(readme)
+def unproven_blocks(text, readme=None):
+    """The first lines of the blocks of `text` that have no mark and that CI does not run (CI follows `readme`, by
+    default `text` itself); fails on a mark CI contradicts."""
+    commands, ci_run, files = run_in_ci(readme or text)
     unproven = []
-    for language, text, under in shown_blocks(readme):
-        named = re.match(r"# ([\w.-]+)\n", text)
+    for language, block, under in shown_blocks(text):
+        named = re.match(r"# ([\w.-]+)\n", block)
         if under.startswith(MARKS):
-            assert text not in commands, f"CI runs this block, but the README says otherwise:\n{text}{under}"
+            assert block not in commands, f"CI runs this block, but the README says otherwise:\n{block}{under}"
         elif under.startswith(("◆", "◇", "○")):
             raise AssertionError(f"a mark not in the legend: {under}")
-        elif not (text in commands or (language == "bash" and text.strip() in ci_run) or (named and named[1] in files)):
-            unproven.append(text.splitlines()[0])
+        elif not (
+            block in commands or (language == "bash" and block.strip() in ci_run) or (named and named[1] in files)
+        ):
+            unproven.append(block.splitlines()[0])
     return unproven
 
 
 def test_every_block_says_where_it_ran_and_the_unmarked_ones_ran_in_ci():
-    assert len(shown_blocks(README)) > 30
+    measurements = (ROOT / generate.MEASUREMENTS).read_text()
+    assert len(shown_blocks(README)) > 20 and len(shown_blocks(measurements)) > 5
     assert unproven_blocks(README) == []
+    assert unproven_blocks(measurements, README) == []
 
 
 def test_a_block_that_ci_does_not_run_needs_a_mark():
