@@ -1,6 +1,7 @@
 """README.md and the scripts beside the notebook are generated from it; they must not drift."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -300,3 +301,45 @@ def test_output_cells_hold_only_what_a_block_printed():
     for cell in outputs:
         one_block = r"```text\n(?:(?!\n```).)*\n```\n?"  # one text block, and nothing after it
         assert re.fullmatch(one_block, "".join(cell["source"]), re.S), "".join(cell["source"])[-200:]
+
+
+# Tables that hold no measurement: a comparison in words, and what went wrong and what fixed it.
+QUALITATIVE_TABLES = (
+    "| | Reasoning model (QwQ-32B, DeepSeek-R1, …) | Non-reasoning model |",
+    "| you see | why | what to do |",
+)
+
+
+def numeric_tables(text):
+    """[(the table's first line, the text of its section before it)] for each table with a number in its rows."""
+    lines, found = text.split("\n"), []
+    for number, line in enumerate(lines):
+        starts = line.lstrip().startswith("|") and not lines[number - 1].lstrip().startswith("|")
+        if not starts or not any(re.search(r"\d", row) for row in lines[number + 2 : number + 4]):
+            continue
+        heading = max(i for i in range(number + 1) if lines[i].startswith("#"))
+        found.append((line.strip(), "\n".join(lines[heading:number])))
+    return found
+
+
+def unsourced_tables(text):
+    """The first lines of the tables of numbers in `text` whose section names no existing file before them."""
+    unsourced = []
+    for first_line, before in numeric_tables(text):
+        sources = re.findall(r"`([\w/.-]+\.(?:json|py))`", before)
+        found = any((ROOT / source).exists() or (ROOT / "benchmark/results" / source).exists() for source in sources)
+        if first_line not in QUALITATIVE_TABLES and not found:
+            unsourced.append(first_line[:80])
+    return unsourced
+
+
+def test_every_table_of_numbers_names_the_file_it_comes_from():
+    """Each table of measurements is introduced, in its section, by the file that holds its numbers (a results file,
+    or the test that measures it); the tests above regenerate each such table from its file."""
+    readme, measurements = (ROOT / "README.md").read_text(), (ROOT / generate.MEASUREMENTS).read_text()
+    assert len(numeric_tables(readme) + numeric_tables(measurements)) > 15
+    assert unsourced_tables(readme) == [] and unsourced_tables(measurements) == []
+    table = "| rate | goodput |\n| ---: | ---: |\n| 2/s | 1.93/s |\n"
+    assert unsourced_tables(f"### Goodput\n\nMeasured:\n\n{table}") == ["| rate | goodput |"]
+    assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/goodput.json`):\n\n{table}") == []
+    assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/nowhere.json`):\n\n{table}") != []
