@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 from harness import servers
-from harness.config import CPU_CONFIG, MODEL_ID, QWQ_CONFIG, ROOT, llm_config, load
-from harness.load import BROKEN, default_prompts, session, stream_chat
+from harness.config import CPU_CONFIG, QWQ_CONFIG, ROOT, llm_config, load
+from harness.load import OUTCOMES, SteadyChains, ending, session, statuses_at_once
 from harness.logs import DEPLOYMENT, ServeLogs, served_by
 
 # Chains of 3,900 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
@@ -68,70 +68,6 @@ def deployment_config(settings, initial_replicas):
     llm["deployment_config"] = options
     llm["engine_kwargs"].update(LONG_CONTEXT)
     return config
-
-
-class Chains:
-    """A steady load of streamed chains whose number of streams can change while it runs; every chain is logged."""
-
-    def __init__(self, client, event="start"):
-        self.client, self.event, self.wanted, self.log, self.streams = client, event, 0, [], {}
-        self.prompts = default_prompts(64)
-
-    def set_streams(self, count, event):
-        self.wanted, self.event = count, event
-        for index in range(count):
-            if index not in self.streams or self.streams[index].done():
-                self.streams[index] = asyncio.create_task(self.stream(index))
-
-    async def stream(self, index):
-        await asyncio.sleep(index % DOWN_STREAMS * STAGGER_S)
-        while index < self.wanted:
-            entry = {"id": f"lc-{len(self.log)}", "event": self.event, "sent": time.time(), "status": None}
-            entry.update(done=False, error=None, tokens=0)
-            self.log.append(entry)
-            progress = {}
-            try:
-                result = await stream_chat(
-                    self.client,
-                    servers.SERVE_URL,
-                    MODEL_ID,
-                    self.prompts[len(self.log) % len(self.prompts)],
-                    MAX_TOKENS,
-                    {"ignore_eos": True},
-                    headers={"x-request-id": entry["id"]},
-                    progress=progress,
-                )
-                entry["done"] = result["done"]
-            except BROKEN as error:  # a reset or a closed connection
-                entry["error"] = f"{type(error).__name__}: {error}"[:200]
-            entry.update(status=progress.get("status"), tokens=progress.get("chunks", 0))
-            entry["ended"] = time.time()
-
-    def in_flight(self, at):
-        return [entry for entry in self.log if entry["sent"] <= at < entry.get("ended", float("inf"))]
-
-    async def until_ended(self, entries, timeout_s=600):
-        deadline = time.time() + timeout_s
-        while any("ended" not in entry for entry in entries) and time.time() < deadline:
-            await asyncio.sleep(1)
-
-    async def stop(self):
-        self.wanted = 0
-        await asyncio.gather(*self.streams.values())
-
-
-OUTCOMES = ("completed", "cut", "dropped", "refused")
-
-
-def ending(entry):
-    """completed: the stream reached [DONE]; cut: its reply began, then broke off (the reader saw part of a chain,
-    which no client retries); dropped: the connection broke before any reply (the OpenAI client sends it again);
-    refused: a status other than 200."""
-    if entry["done"]:
-        return "completed"
-    if entry["status"] is None:
-        return "dropped"
-    return "cut" if entry["status"] == 200 else "refused"
 
 
 async def wait_for(condition, timeout_s, what):
@@ -183,37 +119,6 @@ async def redeploy(chains, logs, cluster, config, args):
     return replica, moments
 
 
-async def overload(client, count, hold_s=30):
-    """`count` chains at once, each held open until every one has its status (or hold_s passed), then closed:
-    [(status, seconds until it came, body of a refusal)]; status None if none came in time."""
-    answered = []
-    body = {
-        "model": MODEL_ID,
-        "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
-        "stream": True,
-        "max_tokens": MAX_TOKENS,
-        "ignore_eos": True,
-    }
-
-    async def one():
-        started, status, seconds, text = time.time(), None, hold_s, "no status within the hold"
-        try:
-            async with asyncio.timeout(hold_s):
-                async with client.post(f"{servers.SERVE_URL}/chat/completions", json=body) as reply:
-                    status, seconds = reply.status, round(time.time() - started, 2)
-                    text = "" if status == 200 else (await reply.read()).decode(errors="replace")[:300]
-                    answered.append(status)
-                    while len(answered) < count:  # hold the stream open: the server counts it in flight
-                        await asyncio.sleep(0.2)
-        except TimeoutError:
-            pass
-        except BROKEN as error:
-            text = f"{type(error).__name__}: {error}"[:300]
-        return status, seconds, text
-
-    return await asyncio.gather(*(one() for _ in range(count)))
-
-
 def summary(chains, event, replica, moments, served):
     """What happened to the chains of one event."""
     stop = next(at for name, at in moments.items() if name.startswith("Serve told"))
@@ -243,13 +148,13 @@ def summary(chains, event, replica, moments, served):
 
 async def run_steps(cluster, logs, config, args):
     async with session(1000) as client:
-        chains = Chains(client)
+        chains = SteadyChains(client, MAX_TOKENS, STAGGER_S, DOWN_STREAMS)
         try:
             down = await scale_down(chains, logs, args)
             deployed = await redeploy(chains, logs, cluster, config, args)
         finally:
             await chains.stop()
-        refusals = await overload(client, OVERLOAD_REQUESTS)
+        refusals = await statuses_at_once(client, OVERLOAD_REQUESTS, MAX_TOKENS)
     served = served_by([logs.folder])
     return {
         "scale-down": summary(chains, "scale-down", *down, served),

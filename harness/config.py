@@ -67,3 +67,14 @@ def engine_env(config):
 
 # The CPU deployment's model name, as clients ask for it.
 MODEL_ID = llm_config(load(CPU_CONFIG))["model_loading_config"]["model_id"]
+
+# The questions the notebook asks (curl, client.py, client_streaming.py, and the three-words example of the reference).
+NOTEBOOK_QUESTIONS = {
+    "strawberry": "How many R's are in the word strawberry?",
+    "even sum": "What is the sum of all even numbers between 1 and 100?",
+    "three words": "Pick three random words with 3 syllables each and count the number of R's in each of them",
+    "Paris trip": (
+        "I need to plan a trip to Paris from Seattle. Can you help me research flight costs, create an "
+        "itinerary for 3 days, and suggest restaurants based on my dietary restrictions (vegetarian)?"
+    ),
+}

@@ -7,6 +7,9 @@ to first output token, as AIPerf and GuideLLM name it).
 The HTTP client is aiohttp, as in vLLM's own benchmark client: with httpx, at 16 streams on 2 cores, the same load
 measured a TTFT p50 of 1,019 ms and 915 tokens/s where vLLM's client measured 127 ms and 1,537 (benchmark/peer_check.py
 keeps the two within 20%).
+
+The loads: run_load (a number of requests at a concurrency, or at vLLM's Poisson arrival times), SteadyChains (streams
+of long chains that go on while a deployment changes) and statuses_at_once (a burst, held open: what is refused).
 """
 
 import argparse
@@ -20,7 +23,8 @@ import aiohttp
 import numpy
 from tqdm import tqdm
 
-from harness.config import ROOT
+from harness.config import MODEL_ID, ROOT
+from harness.servers import SERVE_URL
 from tiny_reasoner import tasks
 
 TOKENIZER = ROOT / "tiny_reasoner"
@@ -179,3 +183,102 @@ def vllm_bench_serve(base_url, model, prompts, max_tokens, *options):
     if result["completed"] != len(prompts):
         raise RuntimeError(f"vLLM's client: {result['completed']} of {len(prompts)} requests completed")
     return result
+
+
+class SteadyChains:
+    """A steady load of streamed chains of max_tokens tokens each (ignore_eos) to the tutorial's endpoint, whose number
+    of streams can change while it runs; every chain is logged with the event it was sent under. The first chains of
+    streams 0, 1, ... start stagger_s apart, in groups of `period` streams."""
+
+    def __init__(self, client, max_tokens, stagger_s, period, event="start"):
+        self.client, self.event, self.wanted, self.log, self.streams = client, event, 0, [], {}
+        self.max_tokens, self.stagger_s, self.period = max_tokens, stagger_s, period
+        self.prompts = default_prompts(64)
+
+    def set_streams(self, count, event):
+        self.wanted, self.event = count, event
+        for index in range(count):
+            if index not in self.streams or self.streams[index].done():
+                self.streams[index] = asyncio.create_task(self.stream(index))
+
+    async def stream(self, index):
+        await asyncio.sleep(index % self.period * self.stagger_s)
+        while index < self.wanted:
+            entry = {"id": f"lc-{len(self.log)}", "event": self.event, "sent": time.time(), "status": None}
+            entry.update(done=False, error=None, tokens=0)
+            self.log.append(entry)
+            progress = {}
+            try:
+                result = await stream_chat(
+                    self.client,
+                    SERVE_URL,
+                    MODEL_ID,
+                    self.prompts[len(self.log) % len(self.prompts)],
+                    self.max_tokens,
+                    {"ignore_eos": True},
+                    headers={"x-request-id": entry["id"]},
+                    progress=progress,
+                )
+                entry["done"] = result["done"]
+            except BROKEN as error:  # a reset or a closed connection
+                entry["error"] = f"{type(error).__name__}: {error}"[:200]
+            entry.update(status=progress.get("status"), tokens=progress.get("chunks", 0))
+            entry["ended"] = time.time()
+
+    def in_flight(self, at):
+        return [entry for entry in self.log if entry["sent"] <= at < entry.get("ended", float("inf"))]
+
+    async def until_ended(self, entries, timeout_s=600):
+        deadline = time.time() + timeout_s
+        while any("ended" not in entry for entry in entries) and time.time() < deadline:
+            await asyncio.sleep(1)
+
+    async def stop(self):
+        self.wanted = 0
+        await asyncio.gather(*self.streams.values())
+
+
+OUTCOMES = ("completed", "cut", "dropped", "refused")
+
+
+def ending(entry):
+    """completed: the stream reached [DONE]; cut: its reply began, then broke off (the reader saw part of a chain,
+    which no client retries); dropped: the connection broke before any reply (the OpenAI client sends it again);
+    refused: a status other than 200."""
+    if entry["done"]:
+        return "completed"
+    if entry["status"] is None:
+        return "dropped"
+    return "cut" if entry["status"] == 200 else "refused"
+
+
+async def statuses_at_once(client, count, max_tokens, hold_s=30):
+    """`count` streamed chains at once to the tutorial's endpoint, each held open until every one has its status (or
+    hold_s passed), then closed:
+    [(status, seconds until it came, body of a refusal)]; status None if none came in time."""
+    answered = []
+    body = {
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
+        "stream": True,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+    }
+
+    async def one():
+        started, status, seconds, text = time.time(), None, hold_s, "no status within the hold"
+        try:
+            async with asyncio.timeout(hold_s):
+                async with client.post(f"{SERVE_URL}/chat/completions", json=body) as reply:
+                    status, seconds = reply.status, round(time.time() - started, 2)
+                    text = "" if status == 200 else (await reply.read()).decode(errors="replace")[:300]
+                    answered.append(status)
+                    while len(answered) < count:  # hold the stream open: the server counts it in flight
+                        await asyncio.sleep(0.2)
+        except TimeoutError:
+            pass
+        except BROKEN as error:
+            text = f"{type(error).__name__}: {error}"[:300]
+        return status, seconds, text
+
+    return await asyncio.gather(*(one() for _ in range(count)))

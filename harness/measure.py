@@ -10,9 +10,8 @@ import asyncio
 from dataclasses import dataclass
 
 from harness import report, stats
-from harness.config import MODEL_ID
+from harness.config import MODEL_ID, NOTEBOOK_QUESTIONS
 from harness.load import run_load, session, stream_chat
-from tiny_reasoner import tasks
 
 PER_REQUEST = ("status", "ttft", "ttfr", "ttfo", "itl", "e2e", "reasoning_tokens", "answer_tokens")
 
@@ -67,7 +66,7 @@ def notebook_questions(base_url, model, tokenizer):
         async with session(1, timeout_s=600) as client:
             return {
                 name: await stream_chat(client, base_url, model, question, None)
-                for name, question in tasks.NOTEBOOK_QUESTIONS.items()
+                for name, question in NOTEBOOK_QUESTIONS.items()
             }
 
     results = asyncio.run(ask_each())

@@ -249,19 +249,6 @@ def test_the_long_chains_in_the_notebook_are_the_measured_ones():
         assert str(run["haproxy_hard_stop_after_s"]) == haproxy_hard_stop_after_s(settings)
 
 
-def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
-    """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
-    names the file in its first line. The helper scripts are links, not copies."""
-    import re
-
-    readme = published()
-    first_lines = re.findall(r"^```\w*\n(.*)$", readme, re.MULTILINE)
-    assert first_lines and not [line for line in first_lines if line.startswith("%%")]
-    for name in expected_files():
-        if name.endswith((".py", ".yaml")):  # shown whole, or (a helper script) linked
-            assert f"\n# {name}\n" in readme or f"The whole file: [`{name}`]({name})" in readme, name
-
-
 def test_the_thinking_budget_curve_is_the_measured_one():
     """The notebook's budget table and plot are benchmark.thinking_budget's run, and the budgets it names per task kind
     are the smallest measured within 1 point of unlimited thinking."""
@@ -293,7 +280,6 @@ def test_the_goodput_sweep_is_the_measured_one_and_agrees_with_vllm():
 def test_output_cells_hold_only_what_a_block_printed():
     """`ci/follow_readme.py --record` rewrites each markdown cell tagged "output" with what its block printed; any
     prose in such a cell would be lost, so it lives in a cell of its own."""
-    import re
 
     notebook = json.loads((ROOT / "notebook.ipynb").read_text())
     outputs = [c for c in notebook["cells"] if "output" in c["metadata"].get("tags", [])]
@@ -301,45 +287,3 @@ def test_output_cells_hold_only_what_a_block_printed():
     for cell in outputs:
         one_block = r"```text\n(?:(?!\n```).)*\n```\n?"  # one text block, and nothing after it
         assert re.fullmatch(one_block, "".join(cell["source"]), re.S), "".join(cell["source"])[-200:]
-
-
-# Tables that hold no measurement: a comparison in words, and what went wrong and what fixed it.
-QUALITATIVE_TABLES = (
-    "| | Reasoning model (QwQ-32B, DeepSeek-R1, …) | Non-reasoning model |",
-    "| you see | why | what to do |",
-)
-
-
-def numeric_tables(text):
-    """[(the table's first line, the text of its section before it)] for each table with a number in its rows."""
-    lines, found = text.split("\n"), []
-    for number, line in enumerate(lines):
-        starts = line.lstrip().startswith("|") and not lines[number - 1].lstrip().startswith("|")
-        if not starts or not any(re.search(r"\d", row) for row in lines[number + 2 : number + 4]):
-            continue
-        heading = max(i for i in range(number + 1) if lines[i].startswith("#"))
-        found.append((line.strip(), "\n".join(lines[heading:number])))
-    return found
-
-
-def unsourced_tables(text):
-    """The first lines of the tables of numbers in `text` whose section names no existing file before them."""
-    unsourced = []
-    for first_line, before in numeric_tables(text):
-        sources = re.findall(r"`([\w/.-]+\.(?:json|py))`", before)
-        found = any((ROOT / source).exists() or (ROOT / "benchmark/results" / source).exists() for source in sources)
-        if first_line not in QUALITATIVE_TABLES and not found:
-            unsourced.append(first_line[:80])
-    return unsourced
-
-
-def test_every_table_of_numbers_names_the_file_it_comes_from():
-    """Each table of measurements is introduced, in its section, by the file that holds its numbers (a results file,
-    or the test that measures it); the tests above regenerate each such table from its file."""
-    readme, measurements = (ROOT / "README.md").read_text(), (ROOT / generate.MEASUREMENTS).read_text()
-    assert len(numeric_tables(readme) + numeric_tables(measurements)) > 15
-    assert unsourced_tables(readme) == [] and unsourced_tables(measurements) == []
-    table = "| rate | goodput |\n| ---: | ---: |\n| 2/s | 1.93/s |\n"
-    assert unsourced_tables(f"### Goodput\n\nMeasured:\n\n{table}") == ["| rate | goodput |"]
-    assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/goodput.json`):\n\n{table}") == []
-    assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/nowhere.json`):\n\n{table}") != []

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.fast  # no Ray
 sys.path.insert(0, str(ROOT / "ci"))
 import follow_readme  # noqa: E402
 import generate  # noqa: E402
+from generate import expected_files  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
 
@@ -145,3 +146,58 @@ def test_a_block_that_ci_does_not_run_needs_a_mark():
     serve_run = next(command for command, _ in follow_readme.path_blocks(README) if "serve run" in command)
     with pytest.raises(AssertionError, match="CI runs this block"):
         unproven_blocks(README.replace(serve_run + "```\n", serve_run + "```\n○ **Not run here:** no.\n", 1))
+
+
+def test_the_readmes_code_blocks_can_be_pasted_outside_jupyter():
+    """No block starts with a cell magic (`%%bash`, `%%writefile`): shell blocks are plain shell, and a file's block
+    names the file in its first line. The helper scripts are links, not copies."""
+    import re
+
+    readme = README + (ROOT / generate.MEASUREMENTS).read_text()
+    first_lines = re.findall(r"^```\w*\n(.*)$", readme, re.MULTILINE)
+    assert first_lines and not [line for line in first_lines if line.startswith("%%")]
+    for name in expected_files():
+        if name.endswith((".py", ".yaml")):  # shown whole, or (a helper script) linked
+            assert f"\n# {name}\n" in readme or f"The whole file: [`{name}`]({name})" in readme, name
+
+
+# Tables that hold no measurement: a comparison in words, and what went wrong and what fixed it.
+QUALITATIVE_TABLES = (
+    "| | Reasoning model (QwQ-32B, DeepSeek-R1, …) | Non-reasoning model |",
+    "| you see | why | what to do |",
+)
+
+
+def numeric_tables(text):
+    """[(the table's first line, the text of its section before it)] for each table with a number in its rows."""
+    lines, found = text.split("\n"), []
+    for number, line in enumerate(lines):
+        starts = line.lstrip().startswith("|") and not lines[number - 1].lstrip().startswith("|")
+        if not starts or not any(re.search(r"\d", row) for row in lines[number + 2 : number + 4]):
+            continue
+        heading = max(i for i in range(number + 1) if lines[i].startswith("#"))
+        found.append((line.strip(), "\n".join(lines[heading:number])))
+    return found
+
+
+def unsourced_tables(text):
+    """The first lines of the tables of numbers in `text` whose section names no existing file before them."""
+    unsourced = []
+    for first_line, before in numeric_tables(text):
+        sources = re.findall(r"`([\w/.-]+\.(?:json|py))`", before)
+        found = any((ROOT / source).exists() or (ROOT / "benchmark/results" / source).exists() for source in sources)
+        if first_line not in QUALITATIVE_TABLES and not found:
+            unsourced.append(first_line[:80])
+    return unsourced
+
+
+def test_every_table_of_numbers_names_the_file_it_comes_from():
+    """Each table of measurements is introduced, in its section, by the file that holds its numbers (a results file,
+    or the test that measures it); the tests above regenerate each such table from its file."""
+    readme, measurements = (ROOT / "README.md").read_text(), (ROOT / generate.MEASUREMENTS).read_text()
+    assert len(numeric_tables(readme) + numeric_tables(measurements)) > 15
+    assert unsourced_tables(readme) == [] and unsourced_tables(measurements) == []
+    table = "| rate | goodput |\n| ---: | ---: |\n| 2/s | 1.93/s |\n"
+    assert unsourced_tables(f"### Goodput\n\nMeasured:\n\n{table}") == ["| rate | goodput |"]
+    assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/goodput.json`):\n\n{table}") == []
+    assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/nowhere.json`):\n\n{table}") != []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from harness.config import MODEL_ID, ROOT
+from harness.config import MODEL_ID, NOTEBOOK_QUESTIONS, ROOT
 from harness.load import BROKEN, session, stream_chat
 from harness.stats import percentiles
 from tiny_reasoner import tasks
@@ -249,7 +249,7 @@ def test_benchmark_smoke_run(tutorial_app, tmp_path):
     assert 0 < result["chunk_gap_s"]["p50"] <= result["chunk_gap_s"]["p99"]
     assert result["output_tokens_per_s"] > 0 and out.with_suffix(".png").stat().st_size > 10_000
     questions = server["notebook_questions"]
-    assert set(questions) == set(tasks.NOTEBOOK_QUESTIONS)
+    assert set(questions) == set(NOTEBOOK_QUESTIONS)
     for name, r in questions.items():
         assert r["status"] == 200 and 0 < r["ttfr"] < r["ttfo"] < r["e2e"], (name, r)
         assert r["reasoning_tokens"] > 0 and r["answer_tokens"] > 0, (name, r)

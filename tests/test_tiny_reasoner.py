@@ -8,13 +8,13 @@ import torch
 from openai import OpenAI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.config import MODEL_ID, ROOT
+from harness.config import MODEL_ID, NOTEBOOK_QUESTIONS, ROOT
 from harness.servers import bare_vllm
 from tiny_reasoner import tasks
 
 MODEL_DIR = ROOT / "tiny_reasoner"
 STRAWBERRY, EVEN_SUM, THREE_WORDS, PARIS = (
-    tasks.NOTEBOOK_QUESTIONS[name] for name in ("strawberry", "even sum", "three words", "Paris trip")
+    NOTEBOOK_QUESTIONS[name] for name in ("strawberry", "even sum", "three words", "Paris trip")
 )
 
 
