@@ -128,36 +128,34 @@ def main():
     config = yaml.safe_load(args.config.read_text())
 
     starts = {}
-    caches = tempfile.TemporaryDirectory(prefix="vllm-caches-")  # each start below begins with empty ones
-    bare_cache, aot_cache, eager_cache, ray_cache = (
-        Path(caches.name, name) for name in ("bare", "aot", "eager", "ray")
-    )
-    aot = {"VLLM_USE_AOT_COMPILE": "1"}  # vLLM 0.29's default, which the config turns off on CPU
-    runs = [
-        ("bare vLLM", lambda: bare_start(config, bare_cache)),
-        ("bare vLLM, second start", lambda: bare_start(config, bare_cache)),
-        ("bare vLLM, AOT cache", lambda: bare_start(config, aot_cache, env=aot)),
-        ("bare vLLM, AOT cache, second start", lambda: bare_start(config, aot_cache, env=aot)),
-        ("bare vLLM, enforce_eager", lambda: bare_start(config, eager_cache, ["--enforce-eager"])),
-        ("tutorial", lambda: tutorial_start(args.config, ray_cache)),
-        ("tutorial, second start", lambda: tutorial_start(args.config, ray_cache)),
-    ]
-    for name, run in runs:
-        started, moments, *serve_run = run()
-        timeline = phases(started, moments)
-        total = sum(seconds for _, _, seconds in timeline)
-        ray_only = sum(seconds for phase, _, seconds in timeline if phase in RAY_ONLY)
-        starts[name] = {"total_s": round(total, 2), "ray_only_s": round(ray_only, 2), "phases": timeline}
-        if serve_run:
-            starts[name]["serve_run_returned_s"] = serve_run[0]
-        print(
-            f"{name:28} first answer after {total:6.1f} s" + "".join(f"\n  {p:45} {s:6.1f} s" for p, _, s in timeline)
-        )
+    with tempfile.TemporaryDirectory(prefix="vllm-caches-") as caches:  # each start below begins with empty ones
+        bare_cache, aot_cache, eager_cache, ray_cache = (Path(caches, name) for name in ("bare", "aot", "eager", "ray"))
+        aot = {"VLLM_USE_AOT_COMPILE": "1"}  # vLLM 0.29's default, which the config turns off on CPU
+        runs = [
+            ("bare vLLM", lambda: bare_start(config, bare_cache)),
+            ("bare vLLM, second start", lambda: bare_start(config, bare_cache)),
+            ("bare vLLM, AOT cache", lambda: bare_start(config, aot_cache, env=aot)),
+            ("bare vLLM, AOT cache, second start", lambda: bare_start(config, aot_cache, env=aot)),
+            ("bare vLLM, enforce_eager", lambda: bare_start(config, eager_cache, ["--enforce-eager"])),
+            ("tutorial", lambda: tutorial_start(args.config, ray_cache)),
+            ("tutorial, second start", lambda: tutorial_start(args.config, ray_cache)),
+        ]
+        for name, run in runs:
+            started, moments, *serve_run = run()
+            timeline = phases(started, moments)
+            total = sum(seconds for _, _, seconds in timeline)
+            ray_only = sum(seconds for phase, _, seconds in timeline if phase in RAY_ONLY)
+            starts[name] = {"total_s": round(total, 2), "ray_only_s": round(ray_only, 2), "phases": timeline}
+            if serve_run:
+                starts[name]["serve_run_returned_s"] = serve_run[0]
+            print(
+                f"{name:28} first answer after {total:6.1f} s"
+                + "".join(f"\n  {p:45} {s:6.1f} s" for p, _, s in timeline)
+            )
     results = {"machine": machine(), "config": args.config.name, "starts": starts}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     timeline_plot(results, args.out.with_suffix(".png"))
-    caches.cleanup()
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 

@@ -28,6 +28,13 @@ CLEANUP = (
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 
 
+def fenced_blocks(text):
+    """Every fenced block of `text`, also one indented in a list item (less its indent): [(language, body, the line
+    under the block)]."""
+    found = re.finditer(r"^( *)```(\w*)\n(.*?)^\1```\n *([^\n]*)", text, re.MULTILINE | re.DOTALL)
+    return [(m[2], re.sub(rf"^{m[1]}", "", m[3], flags=re.MULTILINE), m[4]) for m in found]
+
+
 def path_blocks(readme):
     """The main path's shell blocks, in order: [(command, the output shown after it, or None)]."""
     start = re.search(rf"^## {re.escape(FIRST_SECTION)}$", readme, re.MULTILINE)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from ci import follow_readme
 from harness.config import CPU_CONFIG, MODEL_ID, ROOT, load, ray_logs
 from harness.logs import first_time
 from harness.servers import SERVE_URL, STANDARD_PATH, TUTORIAL_RAY_ENV, RayCluster, write_config
@@ -81,9 +82,8 @@ def assert_key_holds(found, served_paths):
 
 def readme_key_sequence():
     """Appendix A's block that deploys the tutorial's application with a key, as the README shows it."""
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(r"^( +)```bash\n(\1serve shutdown -y\n.*?)^\1```\n", readme, re.MULTILINE | re.DOTALL)
-    return re.sub(rf"^{found[1]}", "", found[2], flags=re.MULTILINE)
+    blocks = follow_readme.fenced_blocks((ROOT / "README.md").read_text())
+    return next(body for language, body, _ in blocks if language == "bash" and "api_key:build_openai_app" in body)
 
 
 def test_the_readmes_key_sequence_as_written_refuses_a_request_without_the_key_and_answers_with_it(no_cluster):

@@ -205,8 +205,8 @@ def test_the_speculative_decoding_tables_are_the_measured_ones():
     from benchmark.speculative import table
 
     readme = published()
-    for name in ("speculative_gpu.json", "speculative_gpu_ablations.json", "speculative_cpu.json"):
-        results = committed.read(name.removesuffix(".json"))
+    for name in ("speculative_gpu", "speculative_gpu_ablations", "speculative_cpu"):
+        results = committed.read(name)
         assert table(results) in readme, name
         assert all(
             row["answers"]["identical_to_none"] == row["answers"]["questions"] for row in results["rows"].values()

@@ -91,10 +91,7 @@ MARKS = ("◆ **Ran on a lent GPU:** ", "◇ **Ran by hand on the 2-core CI mach
 
 def shown_blocks(readme):
     """[(language, text, the line under the block)] for every block a reader could run or save."""
-    found = re.finditer(
-        r"^( *)```(bash|sh|python|yaml)\n(.*?)^\1```\n *([^\n]*)", readme, re.MULTILINE | re.DOTALL
-    )  # also a block indented in a list item, less its indent
-    return [(m[2], re.sub(rf"^{m[1]}", "", m[3], flags=re.MULTILINE), m[4]) for m in found]
+    return [block for block in follow_readme.fenced_blocks(readme) if block[0] in ("bash", "sh", "python", "yaml")]
 
 
 def run_in_ci(readme):

@@ -42,7 +42,15 @@ def runs(tmp_path_factory):
             stderr=subprocess.STDOUT,
             text=True,
         )
-    return {case: (run.communicate(timeout=300)[0], run.returncode) for case, run in started.items()}
+    finished = {}
+    try:
+        for case, run in started.items():
+            finished[case] = (run.communicate(timeout=300)[0], run.returncode)
+    finally:  # one that timed out, and the others with it, leave nothing running
+        for run in started.values():
+            run.kill()
+            run.wait()
+    return finished
 
 
 def test_a_failing_bash_cell_fails_the_run(runs):
