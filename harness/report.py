@@ -1,6 +1,7 @@
 """The results as a reader sees them: Markdown tables (the notebook quotes them) and a plot."""
 
 import statistics
+from pathlib import Path
 
 from harness.stats import PROCESS_GROUPS, medians_over_repeats
 
@@ -181,3 +182,71 @@ def plot(report, path):
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def side_by_side_plot(report, path, title):
+    """The side-by-side table at a glance: for each measure a bar per server at each concurrency (medians over the
+    repeats, as the table's). Measures that no run has (TTFO, when every request reasoned until max_tokens) are left
+    out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = servers_that_ran(report)
+    concurrencies = report["concurrency"]
+    measures = [  # (title, value of one server at one concurrency)
+        ("time to first token, p50 (ms)", lambda s, c: medians_over_repeats(s, c)["ttft_p50_s"], 1000),
+        ("time to first answer token, p50 (ms)", lambda s, c: medians_over_repeats(s, c)["ttfo_p50_s"], 1000),
+        (
+            "time per output token, p50 (ms)",
+            lambda s, c: statistics.median(run["itl_s"]["p50"] for run in s["runs"] if run["concurrency"] == c),
+            1000,
+        ),
+        ("output tokens/s, all streams", lambda s, c: medians_over_repeats(s, c)["output_tokens_per_s"], 1),
+    ]
+    values = {
+        name: {server: [value(numbers, c) for c in concurrencies] for server, numbers in servers.items()}
+        for name, value, _ in measures
+    }
+    shown = [(name, scale) for name, _, scale in measures if all(None not in v for v in values[name].values())]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.6))
+    width = 0.8 / len(servers)
+    for axis, (name, scale) in zip(axes, shown):
+        for i, server in enumerate(servers):
+            axis.bar(
+                [x + i * width for x in range(len(concurrencies))],
+                [v * scale for v in values[name][server]],
+                width,
+                label=server,
+            )
+        axis.set_xticks(
+            [x + width * (len(servers) - 1) / 2 for x in range(len(concurrencies))], [f"c={c}" for c in concurrencies]
+        )
+        axis.set_title(name, fontsize=9)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(servers), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+
+
+# The GPU side-by-side results, each with its plot beside it: python -m harness.report
+GPU_PLOTS = {
+    "one_gpu": "The small model on one GPU: bare vLLM and the tutorial's two serving paths",
+    "production_tp1": "A QwQ-32B-sized model on one GPU (tensor_parallel_size=1), 2000-token chains",
+}
+
+
+def write_gpu_plots(folder):
+    """benchmark/results/<name>.png from the committed <name>.json, into folder."""
+    from harness import results
+
+    for name, title in GPU_PLOTS.items():
+        report = results.read(name)
+        side_by_side_plot(report, Path(folder) / f"{name}.png", f"{title} ({report['machine']['gpus'][0]})")
+
+
+if __name__ == "__main__":
+    from harness.config import ROOT
+
+    write_gpu_plots(ROOT / "benchmark" / "results")

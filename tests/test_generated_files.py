@@ -124,6 +124,15 @@ def test_the_one_gpu_table_in_the_notebook_is_the_measured_one():
     assert questions_table(results, list(results["servers"])) in readme
 
 
+def test_the_gpu_plots_are_drawn_from_their_results_files(tmp_path):
+    from harness.report import GPU_PLOTS, write_gpu_plots
+
+    write_gpu_plots(tmp_path)
+    for name in GPU_PLOTS:
+        assert (tmp_path / f"{name}.png").read_bytes() == (ROOT / "benchmark/results" / f"{name}.png").read_bytes()
+        assert f"](benchmark/results/{name}.png)" in (ROOT / "README.md").read_text()
+
+
 def test_the_production_shape_table_in_the_notebook_is_the_measured_one():
     """The notebook quotes benchmark/results/production_tp1.json, which `TENSOR_PARALLEL_SIZE=1 bash
     benchmark/run_on_gpu.sh production` wrote: QwQ-32B's shape with the tutorial's engine arguments, three servers."""
