@@ -140,3 +140,31 @@ def phases(started, moments):
             result.append((phase, round(previous - started, 2), round(moment - previous, 2)))
             previous = moment
     return result
+
+
+# The quick start's steps as the README names them, each beginning at the first command (after the one before) that
+# starts with the given text, in ci/time_quickstart.sh's log.
+QUICKSTART_STEPS = [
+    ("install the requirements (`bash ci/setup.sh`)", "bash ci/setup.sh"),
+    ("start Ray and Serve", "python local_cluster.py start"),
+    ("deploy (`serve run`) until the model answered", "serve run"),
+    ("ask, stream, control the thinking", "serve status"),
+    ("redeploy from the config file, ask again", "serve shutdown -y"),
+    ("shut down", "serve shutdown -y"),
+]
+QUICKSTART_COMMAND = re.compile(r"^\+ (\d+)s quickstart\.sh: (.*)$", re.M)  # the script's own commands, not nested
+QUICKSTART_END = re.compile(r"^quickstart: exit status (\d+) after (\d+)s$", re.M)
+
+
+def quickstart_steps(log):
+    """{step: seconds} of a ci/time_quickstart.sh log, and "in all"; None for a run that failed."""
+    end = QUICKSTART_END.search(log)
+    if not end or end[1] != "0":
+        return None
+    commands = [(int(seconds), command) for seconds, command in QUICKSTART_COMMAND.findall(log)]
+    starts, after = [], -1
+    for step, first in QUICKSTART_STEPS:
+        seconds, after = next((s, i) for i, (s, c) in enumerate(commands) if i > after and c.startswith(first))
+        starts.append((step, seconds))
+    ends = [seconds for _, seconds in starts[1:]] + [int(end[2])]
+    return {**{step: stop - start for (step, start), stop in zip(starts, ends)}, "in all": int(end[2])}
