@@ -164,6 +164,9 @@ def main():
         except Exception as error:
             waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
         status_text, applications = serve_status()
+        # Of several applications, judge the one that serves the model (Ray Serve LLM's LLMServer:<model id>), if known.
+        serving = {n: a for n, a in applications.items() if f"LLMServer:{MODEL_ID}" in a.get("deployments", {})}
+        applications = serving or applications
         statuses = {name: app["status"] for name, app in applications.items()}
         deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
         cause = unschedulable(applications, deploying)
@@ -172,7 +175,7 @@ def main():
         failed = not statuses or any(s in ("DEPLOY_FAILED", "UNHEALTHY") for s in statuses.values())
         # A replica whose engine failed to start once will most likely fail again: Serve retries (3 times for one
         # replica, each a full cold start), but the cause is known now.
-        retrying = "A replica failed to start" in status_text or any(
+        retrying = "A replica failed to start" in json.dumps(applications) or any(
             replica_start_failed(app, since) for app, since in deploying.items()
         )
         if failed or retrying or time.time() - start > TIMEOUT_S:

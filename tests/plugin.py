@@ -121,7 +121,7 @@ class SharedCluster:
 SHARED = SharedCluster()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_cluster():
     return SHARED
 

@@ -4,8 +4,8 @@ an engine that cannot start, a replica that no node can hold, a wrong key in a S
 "Fast" is measured from the moment Ray logged the failure: how long it takes vLLM to fail or Ray to find no node is
 theirs, and varies with the machine's load; noticing it is the script's, in the next round of its loop.
 
-Each broken application is deployed beside the tutorial's, under a route of its own, on the tests' shared cluster;
-the next test that needs the tutorial's application alone removes it again."""
+The three broken applications are deployed at once beside the tutorial's, each under a route of its own, on the
+tests' shared cluster; the next test that needs the tutorial's application alone removes them again."""
 
 import copy
 import glob
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from harness.config import CPU_CONFIG, ROOT, app_llm_config, load, ray_logs
@@ -69,26 +70,41 @@ def first_logged(pattern, logs, since):
     return logged
 
 
-def deploy_beside_the_tutorial(shared_cluster, app):
-    """`serve deploy` the tutorial's application and `app`; the tutorial's keeps answering, `app` may fail."""
+def huge_kv_cache(llm_config):
+    """A KV cache far larger than this machine's memory: the engine refuses to start."""
+    llm_config["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] = "100000"
+
+
+def needs_an_a100(llm_config):
+    """As an accelerator_type that the node does not have does on a GPU node: here a CPU bundle that asks for one."""
+    llm_config["placement_group_config"] = {"bundles": [{"CPU": 1, "accelerator_type:A100-40G": 0.001}]}
+
+
+def misspelled(llm_config):
+    llm_config["engine_kwarg"] = llm_config.pop("engine_kwargs")
+
+
+@pytest.fixture(scope="module")
+def broken_apps(shared_cluster):
+    """The three broken applications, deployed at once beside the tutorial's (one `serve deploy`, so that their
+    failures overlap instead of following each other); the time of the deploy."""
+    apps = [broken_app("no-engine", huge_kv_cache), broken_app("no-a100", needs_an_a100)]
+    apps.append(broken_app("misspelled", misspelled))
     config = shared_cluster.tutorial_config()  # as the shared cluster deploys it: unchanged, it keeps running
-    config["applications"].append(app)
-    path = ROOT / "bench_results" / f"{app['name']}.yaml"
+    config["applications"] += apps
+    path = ROOT / "bench_results" / "broken_apps.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     shared_cluster.deploy()  # the cluster, with the tutorial's application
     shared_cluster.deployed = None  # from here on the cluster holds something else
-    shared_cluster.cluster.run("serve", "deploy", str(path))
-
-
-def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(shared_cluster):
-    # Ask vLLM for a KV cache far larger than this machine's memory: the engine refuses to start.
-    def huge_kv_cache(llm_config):
-        llm_config["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] = "100000"
-
     deployed = time.time()
-    deploy_beside_the_tutorial(shared_cluster, broken_app("no-engine", huge_kv_cache))
-    wait, _, ended = wait_for("no-engine")
+    shared_cluster.cluster.run("serve", "deploy", str(path))
+    return deployed
+
+
+def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(broken_apps):
+    deployed = broken_apps
+    wait, began, ended = wait_for("no-engine")
     print(f"failed {ended - deployed:.0f}s after the deploy:\n{wait.stderr[-1500:]}")
     assert wait.returncode == 1, wait.stdout[-2000:]
     assert "no-engine is not answering" in wait.stderr and "A replica failed to start" in wait.stderr, wait.stderr[
@@ -100,18 +116,14 @@ def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(shared_c
     print(f"Serve's controller logged the failed start {failed - deployed:.0f}s after the deploy")
     # Fast: at the first failed start, not after Serve's retries (each a full cold start). A round of the wait is a
     # request (5 s at most) and `serve status`, which is slow while Serve starts the retry on the same 2 cores.
-    retry_failed = first_time(session_logs("serve/controller_*.log"), failure, since=failed + 1)
-    assert retry_failed is None or ended < retry_failed, "the wait went on after Serve's first retry failed too"
-    assert ended - failed < 60, f"the wait ended {ended - failed:.0f}s after Serve's controller logged the failure"
+    if began < failed:  # (run first, as in the file's order; shuffled, the wait may begin after the failure)
+        retry_failed = first_time(session_logs("serve/controller_*.log"), failure, since=failed + 1)
+        assert retry_failed is None or ended < retry_failed, "the wait went on after Serve's first retry failed too"
+    assert ended - max(failed, began) < 60, f"the wait ended {ended - failed:.0f}s after Serve logged the failure"
 
 
-def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(shared_cluster):
-    # As an accelerator_type that the node does not have does on a GPU node: here a CPU bundle that asks for one.
-    def needs_an_a100(llm_config):
-        llm_config["placement_group_config"] = {"bundles": [{"CPU": 1, "accelerator_type:A100-40G": 0.001}]}
-
-    deployed = time.time()
-    deploy_beside_the_tutorial(shared_cluster, broken_app("no-a100", needs_an_a100))
+def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(broken_apps):
+    deployed = broken_apps
     wait, began, ended = wait_for("no-a100")
     print(f"failed {ended - deployed:.0f}s after the deploy, after these rounds:\n{wait.stdout[-1500:]}")
     print(wait.stderr[-1500:])
@@ -132,11 +144,7 @@ def test_a_replica_no_node_can_hold_fails_the_wait_fast_naming_what_it_needs(sha
     print(f"the wait ended {ended - refused:.0f}s after it")
 
 
-def test_a_wrong_key_in_a_config_file_fails_the_wait_with_its_name(shared_cluster):
-    def misspelled(llm_config):
-        llm_config["engine_kwarg"] = llm_config.pop("engine_kwargs")
-
-    deploy_beside_the_tutorial(shared_cluster, broken_app("misspelled", misspelled))
+def test_a_wrong_key_in_a_config_file_fails_the_wait_with_its_name(broken_apps):
     wait, _, _ = wait_for("misspelled")
     assert wait.returncode == 1, wait.stdout[-2000:]
     assert "DEPLOY_FAILED" in wait.stderr, wait.stderr[-3000:]
