@@ -156,6 +156,12 @@ QUICKSTART_COMMAND = re.compile(r"^\+ (\d+)s quickstart\.sh: (.*)$", re.M)  # th
 QUICKSTART_END = re.compile(r"^quickstart: exit status (\d+) after (\d+)s$", re.M)
 
 
+def quickstart_machine(log):
+    """The machine a ci/time_quickstart.sh log ran on, from its first two lines: its GPU, else its CPU cores."""
+    cores, gpu = log.splitlines()[:2]
+    return gpu.split(",")[0] if gpu != "no GPU" else f"{cores} CPU cores"
+
+
 def quickstart_steps(log):
     """{step: seconds} of a ci/time_quickstart.sh log, and "in all"; None for a run that failed."""
     end = QUICKSTART_END.search(log)

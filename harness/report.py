@@ -250,3 +250,30 @@ if __name__ == "__main__":
     from harness.config import ROOT
 
     write_gpu_plots(ROOT / "benchmark" / "results")
+
+
+def quickstart_table(columns):
+    """{column title: {step: seconds}} (harness.logs.quickstart_steps) as the README's table of step times."""
+    steps = next(iter(columns.values()))
+    lines = ["| step | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for step in steps:
+        cells = [
+            f"{seconds[step] // 60} min {seconds[step] % 60} s" if seconds[step] >= 60 else f"{seconds[step]} s"
+            for seconds in columns.values()
+        ]
+        lines.append(f"| {'**in all**' if step == 'in all' else step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def time_to_complete(columns):
+    """The README's time to complete, from the same numbers as quickstart_table: "about 9 minutes on 2 CPU cores (1 of
+    them installing), …"."""
+    install = next(iter(next(iter(columns.values()))))
+
+    def about(seconds):
+        return round(seconds / 60)
+
+    return ", ".join(
+        f"about {about(steps['in all'])} minutes on {machine} ({about(steps[install])} of them installing)"
+        for machine, steps in columns.items()
+    )

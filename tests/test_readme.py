@@ -181,7 +181,7 @@ def unsourced_tables(text):
     """The first lines of the tables of numbers in `text` whose section names no existing file before them."""
     unsourced = []
     for first_line, before in numeric_tables(text):
-        sources = re.findall(r"`([\w/.-]+\.(?:json|py))`", before)
+        sources = re.findall(r"`([\w/.-]+\.(?:json|py|log))`", before)
         found = any((ROOT / source).exists() or (ROOT / "benchmark/results" / source).exists() for source in sources)
         if first_line not in QUALITATIVE_TABLES and not found:
             unsourced.append(first_line[:80])
@@ -198,3 +198,23 @@ def test_every_table_of_numbers_names_the_file_it_comes_from():
     assert unsourced_tables(f"### Goodput\n\nMeasured:\n\n{table}") == ["| rate | goodput |"]
     assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/goodput.json`):\n\n{table}") == []
     assert unsourced_tables(f"### Goodput\n\nMeasured (`benchmark/results/nowhere.json`):\n\n{table}") != []
+
+
+QUICKSTART_LOGS = ["ci/quickstart_cpu.log", "ci/quickstart_one-gpu.log"]  # ci/time_quickstart.sh's, committed
+
+
+def test_the_time_to_complete_and_the_step_times_are_the_logged_ones():
+    """The quick start's time near the top and the table of step times are read from the timed quick starts' logs,
+    each a run that passed, the CPU one in CI's 2-core machine's shape."""
+    from harness.logs import quickstart_machine, quickstart_steps
+    from harness.report import quickstart_table, time_to_complete
+
+    logs = [(ROOT / name).read_text() for name in QUICKSTART_LOGS if (ROOT / name).exists()]
+    columns = {quickstart_machine(log): quickstart_steps(log) for log in logs}
+    assert "2 CPU cores" in columns and None not in columns.values(), columns
+    assert quickstart_table(columns) in README
+    assert time_to_complete(columns) in " ".join(README.split())  # (the sentence may wrap)
+    # On one GPU: the notebook's run by ci/gpu_runner.sh
+    gpu = float(re.search(r"1 passed in ([\d.]+)s", (ROOT / "ci/gpu_runner.log").read_text())[1])
+    assert f"on one H200 the notebook took {round(gpu / 60)}." in " ".join(README.split())
+    assert f"the notebook's same steps took {gpu:.0f} s in all" in " ".join(README.split())
