@@ -146,15 +146,23 @@ def summary(chains, event, replica, moments, served):
     }
 
 
-async def run_steps(cluster, logs, config, args):
+def progress(began, step):
+    """A line of progress: seconds since the cluster's start, and the step done (a run takes many minutes)."""
+    print(f"{time.time() - began:5.0f}s {step}", flush=True)
+
+
+async def run_steps(cluster, logs, config, args, began):
     async with session(1000) as client:
         chains = SteadyChains(client, MAX_TOKENS, STAGGER_S, DOWN_STREAMS)
         try:
             down = await scale_down(chains, logs, args)
+            progress(began, "scale-down: done")
             deployed = await redeploy(chains, logs, cluster, config, args)
+            progress(began, "redeploy: done")
         finally:
             await chains.stop()
         refusals = await statuses_at_once(client, OVERLOAD_REQUESTS, MAX_TOKENS)
+        progress(began, "overload: done")
     served = served_by([logs.folder])
     return {
         "scale-down": summary(chains, "scale-down", *down, served),
@@ -239,10 +247,14 @@ def haproxy_hard_stop_after_s(settings):
 def run(settings, args):
     hard_stop = haproxy_hard_stop_after_s(settings)
     config = deployment_config(settings, initial_replicas=1 if args.scale_up else 2)
+    began = time.time()
     with servers.RayCluster({"RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": hard_stop}) as cluster:
         cluster.start("--num-cpus=4")
+        progress(began, f"{settings}: cluster started")
         cluster.deploy(config)
-        results = asyncio.run(run_steps(cluster, ServeLogs(cluster.temp_dir), config, args))
+        progress(began, f"{settings}: deployed, the model answered")
+        results = asyncio.run(run_steps(cluster, ServeLogs(cluster.temp_dir), config, args, began))
+    progress(began, f"{settings}: cluster stopped")
     return {
         "deployment_config": llm_config(config)["deployment_config"],
         "haproxy_hard_stop_after_s": int(hard_stop),

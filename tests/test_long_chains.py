@@ -1,6 +1,6 @@
 """Long chains survive a scale-down and a redeploy with the tutorial's settings, and an overloaded deployment refuses
 at once: benchmark/long_chains.py run as a reader would, with serve_qwq_32b.yaml's deployment options and
-tutorial_env.sh's HAProxy setting, held to that (about 12 minutes on 2 cores).
+tutorial_env.sh's HAProxy setting, held to that (15 to 19 minutes on 2 cores).
 
 The chains outlast Ray's default grace period (checked below), so the test fails if the deployment options stop doing
 their job; with Ray's HAProxy default the chains that begin after a stop break off (5 and 12 of them, measured in

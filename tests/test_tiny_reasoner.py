@@ -1,5 +1,6 @@
 """The committed small reasoning model: its tokenizer and chat template, and its answers through transformers and
-through vLLM's CPU engine with the deepseek_r1 reasoning parser. Nothing here retrains it."""
+through vLLM's CPU engine with the deepseek_r1 reasoning parser, in the tutorial's deployment on the tests' shared
+cluster (no engine of its own: each start costs a minute or two on 2 cores). Nothing here retrains it."""
 
 import json
 
@@ -9,7 +10,6 @@ from openai import OpenAI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.config import MODEL_ID, NOTEBOOK_QUESTIONS, ROOT
-from harness.servers import bare_vllm
 from tiny_reasoner import tasks
 
 MODEL_DIR = ROOT / "tiny_reasoner"
@@ -80,42 +80,42 @@ def test_answers_with_transformers(tokenizer):
     assert "50 × 51 = 2550" in reasoning and answer == "The sum of all even numbers between 1 and 100 is 2550."
 
 
-def test_answers_and_reasoning_split_with_vllm_cpu_engine(tmp_path):
+def test_answers_and_reasoning_split_with_vllm_cpu_engine(tutorial_app):
     held_out = tasks.held_out_letter_prompts(6, seed=7)
-    with bare_vllm(MODEL_DIR, log_path=tmp_path / "vllm.log") as (base_url, _):
-        client = OpenAI(base_url=base_url, api_key="unused")
+    # The tutorial's deployment: vLLM's CPU engine and its deepseek_r1 parser, behind Ray Serve LLM.
+    client = OpenAI(base_url=tutorial_app, api_key="unused")
 
-        def ask(question, **kwargs):
-            return client.chat.completions.create(
-                model=MODEL_ID,
-                temperature=0,
-                max_tokens=600,
-                messages=[{"role": "user", "content": question}],
-                **kwargs,
-            )
+    def ask(question, **kwargs):
+        return client.chat.completions.create(
+            model=MODEL_ID,
+            temperature=0,
+            max_tokens=600,
+            messages=[{"role": "user", "content": question}],
+            **kwargs,
+        )
 
-        # Accuracy over hundreds of prompts is measured by evaluate.py; here: a handful of exact answers, the split.
-        for question, check in [
-            (STRAWBERRY, lambda c: c == 'The letter "r" appears 3 times in "strawberry".'),
-            (EVEN_SUM, lambda c: c == "The sum of all even numbers between 1 and 100 is 2550."),
-            # The three-words question is the one it garbles (see the model card): only its form is checked.
-            (THREE_WORDS, lambda c: c.startswith('Three words with three syllables each, and how often "r"')),
-            (PARIS, lambda c: c == tasks.OTHER_ANSWER),
-        ] + [(item["prompt"], lambda c, item=item: tasks.letter_answer_correct(item, c)) for item in held_out]:
-            message = ask(question).choices[0].message
-            assert tasks.well_formed(message.reasoning, message.content), (question, message)
-            assert check(message.content.strip()), (question, message.content)
-            assert "</think>" not in message.reasoning
+    # Accuracy over hundreds of prompts is measured by evaluate.py; here: a handful of exact answers, the split.
+    for question, check in [
+        (STRAWBERRY, lambda c: c == 'The letter "r" appears 3 times in "strawberry".'),
+        (EVEN_SUM, lambda c: c == "The sum of all even numbers between 1 and 100 is 2550."),
+        # The three-words question is the one it garbles (see the model card): only its form is checked.
+        (THREE_WORDS, lambda c: c.startswith('Three words with three syllables each, and how often "r"')),
+        (PARIS, lambda c: c == tasks.OTHER_ANSWER),
+    ] + [(item["prompt"], lambda c, item=item: tasks.letter_answer_correct(item, c)) for item in held_out]:
+        message = ask(question).choices[0].message
+        assert tasks.well_formed(message.reasoning, message.content), (question, message)
+        assert check(message.content.strip()), (question, message.content)
+        assert "</think>" not in message.reasoning
 
-        # Streamed: reasoning deltas first, then content deltas, and together the same text as unstreamed.
-        kinds, parts = [], {"reasoning": "", "content": ""}
-        for chunk in ask(STRAWBERRY, stream=True):
-            delta = chunk.choices[0].delta if chunk.choices else None
-            for kind in ("reasoning", "content"):
-                text = getattr(delta, kind, None) if delta else None
-                if text:
-                    kinds.append("answer" if kind == "content" else kind)
-                    parts[kind] += text
-        assert tasks.streamed_in_order(kinds), kinds
-        assert parts["content"].strip().startswith('The letter "r" appears ')
-        assert parts["reasoning"].startswith('Spell "strawberry"') and "Total: " in parts["reasoning"]
+    # Streamed: reasoning deltas first, then content deltas, and together the same text as unstreamed.
+    kinds, parts = [], {"reasoning": "", "content": ""}
+    for chunk in ask(STRAWBERRY, stream=True):
+        delta = chunk.choices[0].delta if chunk.choices else None
+        for kind in ("reasoning", "content"):
+            text = getattr(delta, kind, None) if delta else None
+            if text:
+                kinds.append("answer" if kind == "content" else kind)
+                parts[kind] += text
+    assert tasks.streamed_in_order(kinds), kinds
+    assert parts["content"].strip().startswith('The letter "r" appears ')
+    assert parts["reasoning"].startswith('Spell "strawberry"') and "Total: " in parts["reasoning"]
