@@ -3,6 +3,7 @@
 import statistics
 from pathlib import Path
 
+from harness.logs import QUICKSTART_STEPS
 from harness.stats import PROCESS_GROUPS, medians_over_repeats
 
 
@@ -62,6 +63,17 @@ def summary_table(report, concurrencies):
     return "\n".join(lines)
 
 
+def medians_and_gaps(server, c):
+    """medians_over_repeats(), and the medians over the repeats of the per-token and chunk gaps (p50, p99)."""
+    runs = [run for run in server["runs"] if run["concurrency"] == c]
+    gaps = {
+        f"{metric}_{p}_s": statistics.median(run[f"{metric}_s"][p] for run in runs)
+        for metric in ("itl", "chunk_gap")
+        for p in ("p50", "p99")
+    }
+    return {**medians_over_repeats(server, c), **gaps}
+
+
 def long_output_table(report):
     """For long outputs (every request reasons until max_tokens, no answer): per server and concurrency, the first
     token, the time per output token (each request's mean; p50 and p99 over the requests), the gaps between streamed
@@ -77,15 +89,6 @@ def long_output_table(report):
     def ratio(server_numbers, bare_numbers, key):
         value, baseline = server_numbers[key], bare_numbers.get(key)
         return f"{value / baseline:.2f}×" if baseline and value is not None else "–"
-
-    def medians_and_gaps(server, c):  # medians over the repeats, as in medians_over_repeats(), and of the gaps
-        runs = [run for run in server["runs"] if run["concurrency"] == c]
-        gaps = {
-            f"{metric}_{p}_s": statistics.median(run[f"{metric}_s"][p] for run in runs)
-            for metric in ("itl", "chunk_gap")
-            for p in ("p50", "p99")
-        }
-        return {**medians_over_repeats(server, c), **gaps}
 
     for name, server in servers.items():
         for i, c in enumerate(report["concurrency"]):
@@ -195,20 +198,14 @@ def side_by_side_plot(report, path, title):
 
     servers = servers_that_ran(report)
     concurrencies = report["concurrency"]
-    measures = [  # (title, value of one server at one concurrency)
-        ("time to first token, p50 (ms)", lambda s, c: medians_over_repeats(s, c)["ttft_p50_s"], 1000),
-        ("time to first answer token, p50 (ms)", lambda s, c: medians_over_repeats(s, c)["ttfo_p50_s"], 1000),
-        (
-            "time per output token, p50 (ms)",
-            lambda s, c: statistics.median(run["itl_s"]["p50"] for run in s["runs"] if run["concurrency"] == c),
-            1000,
-        ),
-        ("output tokens/s, all streams", lambda s, c: medians_over_repeats(s, c)["output_tokens_per_s"], 1),
+    measures = [  # (title, key in medians_and_gaps(), scale)
+        ("time to first token, p50 (ms)", "ttft_p50_s", 1000),
+        ("time to first answer token, p50 (ms)", "ttfo_p50_s", 1000),
+        ("time per output token, p50 (ms)", "itl_p50_s", 1000),
+        ("output tokens/s, all streams", "output_tokens_per_s", 1),
     ]
-    values = {
-        name: {server: [value(numbers, c) for c in concurrencies] for server, numbers in servers.items()}
-        for name, value, _ in measures
-    }
+    numbers = {server: [medians_and_gaps(measured, c) for c in concurrencies] for server, measured in servers.items()}
+    values = {name: {server: [n[key] for n in numbers[server]] for server in servers} for name, key, _ in measures}
     shown = [(name, scale) for name, _, scale in measures if all(None not in v for v in values[name].values())]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.6))
     width = 0.8 / len(servers)
@@ -246,12 +243,6 @@ def write_gpu_plots(folder):
         side_by_side_plot(report, Path(folder) / f"{name}.png", f"{title} ({report['machine']['gpus'][0]})")
 
 
-if __name__ == "__main__":
-    from harness.config import ROOT
-
-    write_gpu_plots(ROOT / "benchmark" / "results")
-
-
 def quickstart_table(columns):
     """{column title: {step: seconds}} (harness.logs.quickstart_steps) as the README's table of step times."""
     steps = next(iter(columns.values()))
@@ -268,7 +259,7 @@ def quickstart_table(columns):
 def time_to_complete(columns):
     """The README's time to complete, from the same numbers as quickstart_table: "about 9 minutes on 2 CPU cores (1 of
     them installing), …"."""
-    install = next(iter(next(iter(columns.values()))))
+    install = QUICKSTART_STEPS[0][0]
 
     def about(seconds):
         return round(seconds / 60)
@@ -277,3 +268,9 @@ def time_to_complete(columns):
         f"about {about(steps['in all'])} minutes on {machine} ({about(steps[install])} of them installing)"
         for machine, steps in columns.items()
     )
+
+
+if __name__ == "__main__":
+    from harness.config import ROOT
+
+    write_gpu_plots(ROOT / "benchmark" / "results")
