@@ -10,7 +10,7 @@ caches the start before them left. Writes the JSON and a timeline plot beside it
 """
 
 import argparse
-import json
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +20,15 @@ import yaml
 from harness import servers
 from harness.config import CPU_CONFIG, MODEL_ID, ROOT, engine_cli_args, engine_env, llm_config
 from harness.logs import MILESTONES, RAY_ONLY, READY, first_time, phases
-from harness.results import machine
+from harness.results import save
 
 LOGS = ROOT / "bench_results" / "cold_start"  # bare vLLM's logs, read for its milestones
+
+
+@dataclasses.dataclass
+class Settings:
+    config: Path = CPU_CONFIG  # the Serve config whose model, engine arguments and variables every start uses
+    out: Path = ROOT / "bench_results" / "cold_start.json"  # and the timeline plot beside it (.png)
 
 
 def compile_caches(folder):
@@ -119,14 +125,9 @@ def timeline_plot(results, path):
     fig.savefig(path, dpi=110)
 
 
-def main():
-    servers.stop_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=CPU_CONFIG)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "cold_start.json")
-    args = parser.parse_args()
-    config = yaml.safe_load(args.config.read_text())
-
+def run(settings):
+    """Every start of `runs` below, each timed phase by phase until the model answered."""
+    config = yaml.safe_load(settings.config.read_text())
     starts = {}
     with tempfile.TemporaryDirectory(prefix="vllm-caches-") as caches:  # each start below begins with empty ones
         bare_cache, aot_cache, eager_cache, ray_cache = (Path(caches, name) for name in ("bare", "aot", "eager", "ray"))
@@ -137,11 +138,11 @@ def main():
             ("bare vLLM, AOT cache", lambda: bare_start(config, aot_cache, env=aot)),
             ("bare vLLM, AOT cache, second start", lambda: bare_start(config, aot_cache, env=aot)),
             ("bare vLLM, enforce_eager", lambda: bare_start(config, eager_cache, ["--enforce-eager"])),
-            ("tutorial", lambda: tutorial_start(args.config, ray_cache)),
-            ("tutorial, second start", lambda: tutorial_start(args.config, ray_cache)),
+            ("tutorial", lambda: tutorial_start(settings.config, ray_cache)),
+            ("tutorial, second start", lambda: tutorial_start(settings.config, ray_cache)),
         ]
-        for name, run in runs:
-            started, moments, *serve_run = run()
+        for name, start in runs:
+            started, moments, *serve_run = start()
             timeline = phases(started, moments)
             total = sum(seconds for _, _, seconds in timeline)
             ray_only = sum(seconds for phase, _, seconds in timeline if phase in RAY_ONLY)
@@ -152,11 +153,18 @@ def main():
                 f"{name:28} first answer after {total:6.1f} s"
                 + "".join(f"\n  {p:45} {s:6.1f} s" for p, _, s in timeline)
             )
-    results = {"machine": machine(), "config": args.config.name, "starts": starts}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    timeline_plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return {"config": settings.config.name, "starts": starts}
+
+
+def main():
+    servers.stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Settings.config)
+    parser.add_argument("--out", type=Path, default=Settings.out)
+    settings = Settings(**vars(parser.parse_args()))
+    results = save(settings.out, settings, run(settings))
+    timeline_plot(results, settings.out.with_suffix(".png"))
+    print(f"wrote {settings.out} and {settings.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ by its x-request-id). A chain "retried" is one whose id is in two replicas' logs
 import argparse
 import asyncio
 import copy
-import json
-import os
+import dataclasses
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from harness import servers
 from harness.config import CPU_CONFIG, QWQ_CONFIG, ROOT, llm_config, load
 from harness.load import OUTCOMES, SteadyChains, ending, session, statuses_at_once
 from harness.logs import DEPLOYMENT, ServeLogs, served_by
+from harness.results import save
 
 # Chains of 3,900 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
 # has 4,096, it writes noise past them, but each token costs the engine what a real chain's token does.
@@ -55,6 +55,15 @@ SETTINGS = {
     "tutorial": "the tutorial's settings",
 }
 RAY_HARD_STOP_AFTER_S = "120"  # Ray 2.60's default: HAProxy's old process is killed 120 s after a reload
+LOAD = {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS}
+
+
+@dataclasses.dataclass
+class Settings:
+    runs: tuple[str, ...] = tuple(SETTINGS)  # which of SETTINGS to run, each on a cluster of its own
+    scale_up: bool = False  # start with one replica and let the load add one
+    timeout_s: float = 900  # give up on a step after this
+    out: Path = ROOT / "bench_results" / "long_chains.json"
 
 
 def deployment_config(settings, initial_replicas):
@@ -78,22 +87,22 @@ async def wait_for(condition, timeout_s, what):
         await asyncio.sleep(1)
 
 
-async def scale_down(chains, logs, args):
+async def scale_down(chains, logs, settings):
     """Until two replicas run (the deployment started with two, or UP_STREAMS made Serve add one), then DOWN_STREAMS
     until Serve removed one and the chains in flight then ended. Returns the replica stopped and the moments."""
     began = time.time()
-    chains.set_streams(UP_STREAMS if args.scale_up else DOWN_STREAMS, "scale-down")
-    await wait_for(lambda: len(logs.started_replicas()) >= 2, args.timeout, "a second replica")
+    chains.set_streams(UP_STREAMS if settings.scale_up else DOWN_STREAMS, "scale-down")
+    await wait_for(lambda: len(logs.started_replicas()) >= 2, settings.timeout_s, "a second replica")
     moments = {"two replicas running": time.time()}
     chains.set_streams(DOWN_STREAMS, "scale-down")
-    await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping a replica")
+    await wait_for(lambda: logs.stopped_replica(began)[0], settings.timeout_s, "Serve stopping a replica")
     replica, moments["Serve told a replica to stop"] = logs.stopped_replica(began)
     moments["Serve decided to scale down"] = logs.first(rf"Downscaling Deployment\(name='{DEPLOYMENT}'", began)
     await chains.until_ended(chains.in_flight(moments["Serve told a replica to stop"]))
     return replica, moments
 
 
-async def redeploy(chains, logs, cluster, config, args):
+async def redeploy(chains, logs, cluster, config, settings):
     """`serve deploy` with max_num_seqs changed, under DOWN_STREAMS, until a new replica answers and the old
     replica's chains ended."""
     began = time.time()
@@ -105,11 +114,11 @@ async def redeploy(chains, logs, cluster, config, args):
     llm["deployment_config"]["autoscaling_config"].pop("initial_replicas")  # else Serve starts that many again
     moments = {}
     # Deploy as a chain begins, so that one chain in flight needs about a whole chain's time after the stop.
-    await wait_for(lambda: time.time() - chains.log[-1]["sent"] < 1, args.timeout, "a chain beginning")
+    await wait_for(lambda: time.time() - chains.log[-1]["sent"] < 1, settings.timeout_s, "a chain beginning")
     await asyncio.to_thread(cluster.run, "serve", "deploy", servers.write_config(changed))
-    await wait_for(lambda: logs.stopped_replica(began)[0], args.timeout, "Serve stopping the old replica")
+    await wait_for(lambda: logs.stopped_replica(began)[0], settings.timeout_s, "Serve stopping the old replica")
     replica, moments[STOP_OLD] = logs.stopped_replica(began)
-    await wait_for(lambda: logs.replicas_answering(began) - before, args.timeout, "a new replica answering")
+    await wait_for(lambda: logs.replicas_answering(began) - before, settings.timeout_s, "a new replica answering")
     moments["a new replica answered"] = time.time()
     # `serve deploy` returns once the dashboard has the config; the controller logs when it applies it.
     moments["Serve applied the new config"] = logs.first(
@@ -151,13 +160,13 @@ def progress(began, step):
     print(f"{time.time() - began:5.0f}s {step}", flush=True)
 
 
-async def run_steps(cluster, logs, config, args, began):
+async def run_steps(cluster, logs, config, settings, began):
     async with session(1000) as client:
         chains = SteadyChains(client, MAX_TOKENS, STAGGER_S, DOWN_STREAMS)
         try:
-            down = await scale_down(chains, logs, args)
+            down = await scale_down(chains, logs, settings)
             progress(began, "scale-down: done")
-            deployed = await redeploy(chains, logs, cluster, config, args)
+            deployed = await redeploy(chains, logs, cluster, config, settings)
             progress(began, "redeploy: done")
         finally:
             await chains.stop()
@@ -244,17 +253,18 @@ def haproxy_hard_stop_after_s(settings):
     return tutorial if settings == "tutorial" else RAY_HARD_STOP_AFTER_S
 
 
-def run(settings, args):
-    hard_stop = haproxy_hard_stop_after_s(settings)
-    config = deployment_config(settings, initial_replicas=1 if args.scale_up else 2)
+def run_one(name, settings):
+    """One of SETTINGS (`name`) on a cluster of its own: the scale-down, the redeploy and the overload."""
+    hard_stop = haproxy_hard_stop_after_s(name)
+    config = deployment_config(name, initial_replicas=1 if settings.scale_up else 2)
     began = time.time()
     with servers.RayCluster({"RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": hard_stop}) as cluster:
         cluster.start("--num-cpus=4")
-        progress(began, f"{settings}: cluster started")
+        progress(began, f"{name}: cluster started")
         cluster.deploy(config)
-        progress(began, f"{settings}: deployed, the model answered")
-        results = asyncio.run(run_steps(cluster, ServeLogs(cluster.temp_dir), config, args, began))
-    progress(began, f"{settings}: cluster stopped")
+        progress(began, f"{name}: deployed, the model answered")
+        results = asyncio.run(run_steps(cluster, ServeLogs(cluster.temp_dir), config, settings, began))
+    progress(began, f"{name}: cluster stopped")
     return {
         "deployment_config": llm_config(config)["deployment_config"],
         "haproxy_hard_stop_after_s": int(hard_stop),
@@ -262,32 +272,25 @@ def run(settings, args):
     }
 
 
+def run(settings):
+    return {
+        "cluster": "a cluster of 4 logical CPUs",
+        "load": LOAD,
+        "runs": {n: run_one(n, settings) for n in settings.runs},
+    }
+
+
 def main():
     servers.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "long_chains.json")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--out", type=Path, default=Settings.out)
+    parser.add_argument("--settings", dest="runs", nargs="+", default=Settings.runs, choices=list(SETTINGS))
     parser.add_argument("--scale-up", action="store_true", help="start with one replica and let the load add one")
-    parser.add_argument("--timeout", type=float, default=900, help="give up on a step after this")
-    parser.add_argument("--merge", action="store_true", help="keep the runs already in --out, replace those run")
-    args = parser.parse_args()
-    load = {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS}
-    runs = {}
-    if args.merge and args.out.exists():
-        kept = json.loads(args.out.read_text())
-        if kept["load"] != load:
-            parser.error(f"{args.out} was measured with another load ({kept['load']}): run both settings")
-        runs = kept["runs"]
-    runs.update({settings: run(settings, args) for settings in args.settings})
-    results = {
-        "machine": f"{os.cpu_count()} cores, a cluster of 4 logical CPUs",
-        "load": load,
-        "runs": {settings: runs[settings] for settings in SETTINGS if settings in runs},
-    }
-    print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    parser.add_argument("--timeout", dest="timeout_s", type=float, default=Settings.timeout_s, help="per step")
+    args = vars(parser.parse_args())
+    settings = Settings(**{**args, "runs": tuple(args["runs"])})
+    print(table(save(settings.out, settings, run(settings))))
+    print(f"wrote {settings.out}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ log); and what the surviving replica served alone.
 
 import argparse
 import asyncio
-import json
-import os
+import dataclasses
 import re
 import sys
 import time
@@ -34,6 +33,7 @@ from harness import chains, report, servers
 from harness.config import CPU_CONFIG, MODEL_ID, ROOT, llm_config, load
 from harness.load import BROKEN, default_prompts, session, stream_chat
 from harness.logs import ANSWERED, DEPLOYMENT, READY, first_time, replica_logs, served_by
+from harness.results import save
 
 CONCURRENCY = 4
 MAX_TOKENS = 192  # with ignore_eos: every chain streams for about a second, so that some are in flight at the kill
@@ -42,6 +42,19 @@ CPUS_PER_NODE = 2  # one replica of the tiny model (its engine and its actor) pe
 # The tutorial's client (harness.chains): for each --client, whether each of its kinds of stream resumes.
 RESUMING = {"plain": [False], "resuming": [True], "both": [False, True]}
 NODE_DEAD = r"Node is dead"  # the GCS log line of a node it gave up on (its health check failed)
+
+
+@dataclasses.dataclass
+class Settings:
+    warm_s: float = 20  # seconds of load before the kill
+    outage_s: float = 30  # seconds of load after the node is marked dead
+    after_s: float = 15  # seconds of load after the recovery
+    timeout_s: float = 600  # give up on the recovery after this
+    client: str = "benchmark"  # the benchmark's load, or resumable_stream.py's: "plain", "resuming" or "both"
+    # Serve's proxy prefers a replica on its own node, so with it on the head few chains reach the worker's replica:
+    # spread turns that off, as if each node had a proxy of its own.
+    spread: bool = False
+    out: Path = ROOT / "bench_results" / "node_loss.json"
 
 
 def two_replica_config():
@@ -104,21 +117,21 @@ async def steady_load(log, stop, client="benchmark"):
 PAUSED = "load paused for the replacement's cold start"
 
 
-async def outage(log, args, worker, moments, node_dead):
+async def outage(log, settings, worker, moments, node_dead):
     """The load; the worker node killed after warm_s, at a moment when every stream has a chain in flight; the
     load goes on until outage_s after Ray marked the node dead, served by the surviving replica alone."""
     stop = asyncio.Event()
-    load = asyncio.create_task(steady_load(log, stop, args.client))
-    await asyncio.sleep(args.warm_s)
+    load = asyncio.create_task(steady_load(log, stop, settings.client))
+    await asyncio.sleep(settings.warm_s)
     waited = time.time()
-    streams = CONCURRENCY * len(RESUMING.get(args.client, [None]))
+    streams = CONCURRENCY * len(RESUMING.get(settings.client, [None]))
     while sum("ended" not in entry for entry in log) < streams and time.time() - waited < 30:
         await asyncio.sleep(0.05)
     moments["worker node killed"] = time.time()
     await asyncio.to_thread(worker.die)
     while not node_dead():
         await asyncio.sleep(1)
-    await asyncio.sleep(args.outage_s)
+    await asyncio.sleep(settings.outage_s)
     stop.set()
     await load
     moments[PAUSED] = time.time()
@@ -132,7 +145,7 @@ async def load_for(log, seconds, client):
     await load
 
 
-def run(cluster, worker, spare, args):
+def kill_and_recover(cluster, worker, spare, settings):
     """The load, the kill and the recovery; every request, and the moments of it all (time.time())."""
     log, moments = [], {}
     gcs_logs = list(cluster.logs.glob("gcs_server*.out"))
@@ -143,15 +156,15 @@ def run(cluster, worker, spare, args):
             moments[moment] = at
         return at
 
-    asyncio.run(outage(log, args, worker, moments, lambda: find("node marked dead", gcs_logs, NODE_DEAD)))
+    asyncio.run(outage(log, settings, worker, moments, lambda: find("node marked dead", gcs_logs, NODE_DEAD)))
     # The replacement's cold start, with the load paused: a real spare node has CPUs of its own; here the new
     # replica would share two cores with the load and the surviving engine, and take minutes longer (seen: 405 s).
-    deadline = time.time() + args.timeout
+    deadline = time.time() + settings.timeout_s
     while not find("replacement replica started", replica_logs([spare.logs()]), READY["replica"]):
         if time.time() > deadline:
             return log, moments
         time.sleep(1)
-    asyncio.run(load_for(log, args.after_s, args.client))  # the load again, on both replicas
+    asyncio.run(load_for(log, settings.after_s, settings.client))  # the load again, on both replicas
     controller = list((cluster.logs / "serve").glob("controller_[0-9]*"))
     find("Serve saw its replica die and asked for a new one", controller, rf"Replica\(.*'{DEPLOYMENT}'.*crashed")
     find("replacement replica began initializing", replica_logs([spare.logs()]), r"Started initializing replica")
@@ -215,29 +228,9 @@ def table(results):
     return report.moments_table(results["seconds_after_the_kill"], "the worker node was killed")
 
 
-def main():
-    servers.stop_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "node_loss.json")
-    parser.add_argument("--warm-s", type=float, default=20, help="seconds of load before the kill")
-    parser.add_argument("--outage-s", type=float, default=30, help="seconds of load after the node is marked dead")
-    parser.add_argument("--after-s", type=float, default=15, help="seconds of load after the recovery")
-    parser.add_argument("--timeout", type=float, default=600, help="give up on the recovery after this")
-    parser.add_argument(
-        "--client",
-        choices=["benchmark", "plain", "resuming", "both"],
-        default="benchmark",
-        help="the benchmark's load generator, or the tutorial's resumable_stream.py on checkable questions, without or "
-        "with stream_chain()'s resuming, or both side by side",
-    )
-    parser.add_argument(
-        "--spread", action="store_true", help="route without the proxy's preference for the replica on its own node"
-    )
-    args = parser.parse_args()
-
-    # Serve's proxy sends a request to a replica on its own node when it can, so with the proxy on the head few
-    # chains reach the worker's replica; --spread turns that off, as if each node had a proxy of its own.
-    prefer_local = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"} if args.spread else {}
+def run(settings):
+    """A head, a worker node and a spare; the load, the kill and the recovery; what came of each request."""
+    prefer_local = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"} if settings.spread else {}
     cluster = servers.RayCluster(prefer_local)
     head_logs = cluster.logs
     workers = []
@@ -253,12 +246,12 @@ def main():
             return len(logs) >= 2 and all(first_time([path], READY["replica"]) for path in logs)
 
         while not both_replicas_up():
-            if time.time() - started > args.timeout:
+            if time.time() - started > settings.timeout_s:
                 raise RuntimeError(f"the second replica did not start:\n{cluster.serve_status()}")
             time.sleep(2)
         (survivor,) = {re.search(r"_(\w+)\.log$", p.name)[1] for p in replica_logs([head_logs])}
         workers.append(servers.WorkerNode(cluster, CPUS_PER_NODE))  # the spare
-        log, moments = run(cluster, *workers, args)
+        log, moments = kill_and_recover(cluster, *workers, settings)
         served = {request: by[0] for request, by in served_by([head_logs] + [w.logs() for w in workers]).items()}
     finally:
         for worker in workers:
@@ -266,23 +259,38 @@ def main():
         cluster.stop()
 
     results = {
-        "machine": f"{os.cpu_count()} cores; two Ray nodes of {CPUS_PER_NODE} logical CPUs each, on loopback",
+        "cluster": f"two Ray nodes of {CPUS_PER_NODE} logical CPUs each, on loopback",
         "config": "serve_tiny_reasoner.yaml with 2 replicas (one per node) and proxy_location: HeadOnly",
         "nodes": "head and worker with a replica each; a spare node, idle, joined before the load",
-        "proxy_prefers_the_replica_on_its_node": not args.spread,
+        "proxy_prefers_the_replica_on_its_node": not settings.spread,
         "load": {"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS, "ignore_eos": True, "pause_s": PAUSE_S}
-        if args.client == "benchmark"
-        else {"client": args.client, "concurrency": CONCURRENCY, "questions": "harness.chains", "pause_s": PAUSE_S},
+        if settings.client == "benchmark"
+        else {"client": settings.client, "concurrency": CONCURRENCY, "questions": "harness.chains", "pause_s": PAUSE_S},
         "seconds_from_the_deploy_to_a_first_answer": round(first_answer_s, 1),
         **summarize(log, moments, served, survivor),
     }
-    if args.client != "benchmark":
+    if settings.client != "benchmark":
         results["in_flight_chains"] = chains.in_flight_outcomes(log, moments["worker node killed"])
+    return results
+
+
+def main():
+    servers.stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Settings.out)
+    parser.add_argument("--warm-s", type=float, default=Settings.warm_s, help="seconds of load before the kill")
+    parser.add_argument(
+        "--outage-s", type=float, default=Settings.outage_s, help="seconds of load after the node is marked dead"
+    )
+    parser.add_argument("--after-s", type=float, default=Settings.after_s, help="seconds of load after the recovery")
+    parser.add_argument("--timeout", dest="timeout_s", type=float, default=Settings.timeout_s, help="then give up")
+    parser.add_argument("--client", choices=["benchmark", "plain", "resuming", "both"], default=Settings.client)
+    parser.add_argument("--spread", action="store_true", help="no preference for the replica on the proxy's node")
+    settings = Settings(**vars(parser.parse_args()))
+    results = save(settings.out, settings, run(settings))
     print(table(results))
     print({key: value for key, value in results.items() if key not in ("request_log", "failed_requests")})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {settings.out}")
     if "replacement replica answered" not in results["seconds_after_the_kill"]:
         sys.exit("the deployment did not recover: see the moments above")
 

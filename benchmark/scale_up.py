@@ -14,8 +14,7 @@ request the new replica's log shows answered (a stream is logged when it ends).
 
 import argparse
 import asyncio
-import json
-import os
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -24,9 +23,16 @@ from harness import report, servers
 from harness.config import CPU_CONFIG, MODEL_ID, QWQ_CONFIG, ROOT, llm_config, load
 from harness.load import default_prompts, session, stream_chat
 from harness.logs import DEPLOYMENT, ServeLogs
+from harness.results import save
 
 CONCURRENCY = 32  # twice the target of one replica: Serve asks for two
 MAX_TOKENS = 64  # short requests: the log shows a request when it ends
+
+
+@dataclasses.dataclass
+class Settings:
+    timeout_s: float = 900  # give up on the second replica after this
+    out: Path = ROOT / "bench_results" / "scale_up.json"
 
 
 def scaled_config():
@@ -80,14 +86,9 @@ def table(results):
     return report.moments_table(results["seconds_after_the_load_started"], "the load started")
 
 
-def main():
-    servers.stop_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "scale_up.json")
-    parser.add_argument("--timeout", type=float, default=900, help="give up on the second replica after this")
-    args = parser.parse_args()
+def run(settings):
+    """One scale-up on a cluster of its own: the moments, the requests, and which replica answered how many."""
     config, autoscaling = scaled_config()
-
     cluster = servers.RayCluster()
     logs = ReplicaLogs(cluster.temp_dir)
     with cluster:
@@ -100,7 +101,7 @@ def main():
             return replica is not None and logs.first_answer(replica) is not None
 
         load_started = time.time()
-        counts = asyncio.run(load_until(servers.SERVE_URL, second_replica_answered, args.timeout))
+        counts = asyncio.run(load_until(servers.SERVE_URL, second_replica_answered, settings.timeout_s))
         load_ended = time.time()
         replica, started_at = logs.new_replica(first_replica)
         moments = {
@@ -110,22 +111,33 @@ def main():
         }
         served = {"first": logs.answers(first_replica), "new": logs.answers(replica) if replica else 0}
 
-    since_load = {name: round(moment - load_started, 1) if moment else None for name, moment in moments.items()}
-    results = {
-        "machine": f"{os.cpu_count()} cores, a cluster of 4 logical CPUs",
+    return {
+        "cluster": "a cluster of 4 logical CPUs",
         "config": "serve_tiny_reasoner.yaml with serve_qwq_32b.yaml's autoscaling_config",
         "autoscaling_config": autoscaling,
         "load": {"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS, "seconds": round(load_ended - load_started, 1)},
         "requests": counts,
         "requests_answered_by_replica": served,
-        "seconds_after_the_load_started": since_load,
+        "seconds_after_the_load_started": {
+            name: round(moment - load_started, 1) if moment else None for name, moment in moments.items()
+        },
     }
+
+
+def main():
+    servers.stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Settings.out)
+    parser.add_argument("--timeout", dest="timeout_s", type=float, default=Settings.timeout_s, help="then give up")
+    settings = Settings(**vars(parser.parse_args()))
+    results = save(settings.out, settings, run(settings))
     print(table(results))
-    print(f"requests: {counts}; answered by the first / the new replica (from their logs): {served}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    if None in since_load.values():
+    print(
+        f"requests: {results['requests']}; answered by the first / the new replica (from their logs): "
+        f"{results['requests_answered_by_replica']}"
+    )
+    print(f"wrote {settings.out}")
+    if None in results["seconds_after_the_load_started"].values():
         sys.exit("the second replica did not answer: see the moments above")
 
 

@@ -18,7 +18,7 @@ import sys
 import psutil
 import pytest
 
-from harness.config import CPU_CONFIG, PORTS, ROOT, llm_config, load
+from harness.config import CPU_CONFIG, PORTS, ROOT, llm_config, load, ray_logs
 from harness.servers import SERVE_URL, RayCluster, ray_temp_dir, stop_on_sigterm
 
 # Set in pytest_configure: nothing happens when this module is imported.
@@ -47,6 +47,11 @@ def files_containing(secret, *folders):
     )
     assert found.returncode in (0, 1), found.stderr  # 0: found, 1: searched and found nothing
     return found.stdout.split()
+
+
+def session_ray_logs():
+    """The log folder of this test session's Ray clusters (they keep their files in SESSION_DIR)."""
+    return ray_logs(SESSION_DIR)
 
 
 def pytest_configure(config):

@@ -15,12 +15,12 @@ from pathlib import Path
 import httpx
 
 from ci import follow_readme
-from harness.config import CPU_CONFIG, MODEL_ID, ROOT, load, ray_logs
+from harness.config import CPU_CONFIG, MODEL_ID, ROOT, load
 from harness.logs import first_time
 from harness.servers import SERVE_URL, STANDARD_PATH, TUTORIAL_RAY_ENV, RayCluster, write_config
-from tests.plugin import files_containing
+from tests.plugin import files_containing, session_ray_logs
 
-LOGS = ray_logs(os.environ["RAY_TMPDIR"])  # the tests' clusters (tests/plugin.py)
+LOGS = session_ray_logs()  # the tests' clusters (tests/plugin.py)
 CHAT = {"model": MODEL_ID, "messages": [{"role": "user", "content": "How many R's are in pop?"}]}
 ROUTES = [  # (path, method, body)
     ("/v1/chat/completions", "POST", CHAT),

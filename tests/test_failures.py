@@ -18,9 +18,10 @@ import time
 import pytest
 import yaml
 
-from harness.config import CPU_CONFIG, ROOT, app_llm_config, load, ray_logs
+from harness.config import CPU_CONFIG, ROOT, app_llm_config, load
 from harness.logs import first_time
 from harness.servers import TUTORIAL_RAY_ENV
+from tests.plugin import session_ray_logs
 
 
 def broken_app(name, change):
@@ -57,7 +58,7 @@ def rounds_printed(wait, began):
 
 def session_logs(logs):
     """This test session's Ray log files that match `logs`, a glob under its logs folder."""
-    return glob.glob(str(ray_logs(os.environ["RAY_TMPDIR"]) / logs))
+    return glob.glob(str(session_ray_logs() / logs))
 
 
 def first_logged(pattern, logs, since):

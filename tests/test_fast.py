@@ -248,3 +248,31 @@ def test_our_poisson_arrivals_are_the_ones_vllm_bench_serve_draws(monkeypatch):
     assert arrival_times(50, 4.0, seed=3) == pytest.approx(moments, abs=1e-6)
     assert moments[-1] == pytest.approx(12.5)
     assert arrival_times(3, None) == [0.0, 0.0, 0.0]
+
+
+EXPERIMENTS = {  # benchmark module: the committed result files that its Settings and harness.results.save wrote
+    "cold_start": ["cold_start"],
+    "goodput": ["goodput"],
+    "long_chains": ["long_chains"],
+    "node_loss": ["node_loss", "node_loss_chains"],
+    "scale_up": ["scale_up"],
+    "thinking_budget": ["thinking_budget"],
+}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_an_experiments_results_carry_its_settings_the_machine_and_the_commit(experiment):
+    """harness.results.save's one shape: the experiment's settings (every field of its Settings, nothing else), the
+    machine and versions, the date and the commit (those written before that shape: "before <the commit that added
+    them>", with the pins and date of that commit)."""
+    import dataclasses
+    import importlib
+
+    from harness import results
+
+    fields = {field.name for field in dataclasses.fields(importlib.import_module(f"benchmark.{experiment}").Settings)}
+    for name in EXPERIMENTS[experiment]:
+        record = results.read(name)
+        assert set(record["settings"]) == fields, name
+        assert set(record["machine"]) == set(machine()) and record["machine"]["ray"], name
+        assert re.fullmatch(r"(before )?[0-9a-f]{7,}(\+changes)?", record["commit"]), name
