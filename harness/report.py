@@ -243,17 +243,24 @@ def write_gpu_plots(folder):
         side_by_side_plot(report, Path(folder) / f"{name}.png", f"{title} ({report['machine']['gpus'][0]})")
 
 
+def duration(seconds):
+    """A step's time as the README says it: "45 s", "3 min 8 s"."""
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
 def quickstart_table(columns):
     """{column title: {step: seconds}} (harness.logs.quickstart_steps) as the README's table of step times."""
     steps = next(iter(columns.values()))
     lines = ["| step | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
     for step in steps:
-        cells = [
-            f"{seconds[step] // 60} min {seconds[step] % 60} s" if seconds[step] >= 60 else f"{seconds[step]} s"
-            for seconds in columns.values()
-        ]
+        cells = [duration(seconds[step]) for seconds in columns.values()]
         lines.append(f"| {'**in all**' if step == 'in all' else step} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def step_times(columns, step):
+    """One row of quickstart_table as the README's text says it where the step is: "36 s on 2 CPU cores and …"."""
+    return " and ".join(f"{duration(steps[step])} on {machine}" for machine, steps in columns.items())
 
 
 def time_to_complete(columns):

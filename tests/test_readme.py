@@ -206,14 +206,17 @@ QUICKSTART_LOGS = ["ci/quickstart_cpu.log", "ci/quickstart_one-gpu.log"]  # ci/t
 def test_the_time_to_complete_and_the_step_times_are_the_logged_ones():
     """The quick start's time near the top and the table of step times are read from the timed quick starts' logs,
     each a run that passed, the CPU one in CI's 2-core machine's shape."""
-    from harness.logs import quickstart_machine, quickstart_steps
-    from harness.report import quickstart_table, time_to_complete
+    from harness.logs import QUICKSTART_STEPS, quickstart_machine, quickstart_steps
+    from harness.report import quickstart_table, step_times, time_to_complete
 
     logs = [(ROOT / name).read_text() for name in QUICKSTART_LOGS if (ROOT / name).exists()]
     columns = {quickstart_machine(log): quickstart_steps(log) for log in logs}
     assert "2 CPU cores" in columns and None not in columns.values(), columns
     assert quickstart_table(columns) in README
     assert time_to_complete(columns) in " ".join(README.split())  # (the sentence may wrap)
+    # and where each slow step is shown, its time
+    for step, first_command in QUICKSTART_STEPS[1:3] + QUICKSTART_STEPS[4:5]:
+        assert f"took {step_times(columns, step)}" in " ".join(README.split()), (step, first_command)
     # On one GPU: the notebook's run by ci/gpu_runner.sh
     gpu = float(re.search(r"1 passed in ([\d.]+)s", (ROOT / "ci/gpu_runner.log").read_text())[1])
     assert f"on one H200 the notebook took {round(gpu / 60)}." in " ".join(README.split())
