@@ -13,7 +13,7 @@ ours at the first chunk with text (reasoning or answer).
 
 import argparse
 import asyncio
-import json
+import dataclasses
 import statistics
 import time
 from contextlib import nullcontext
@@ -22,7 +22,7 @@ from pathlib import Path
 from harness import servers
 from harness.config import CPU_CONFIG, MODEL_ID, ROOT
 from harness.load import default_prompts, run_load, vllm_bench_serve
-from harness.results import machine
+from harness.results import save
 
 
 def vllm_client(base_url, model, prompts, concurrency, max_tokens):
@@ -73,56 +73,68 @@ def table(result):
     return "\n".join(lines)
 
 
-def main():
-    servers.stop_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", help="an endpoint that is running (default: start the tutorial's deployment)")
-    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16])
-    parser.add_argument("--requests", type=int, nargs="*", default=[16, 128], help="per round, one per concurrency")
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tolerance", type=float, default=0.20)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_results" / "peer_check.json")
-    args = parser.parse_args()
-    if len(args.requests) != len(args.concurrency):
-        parser.error("--requests takes one number per --concurrency")
-    model = MODEL_ID
-    if args.base_url:
-        endpoint = nullcontext((args.base_url, None))
+@dataclasses.dataclass
+class Settings:
+    base_url: str | None = None  # an endpoint that is running (default: start the tutorial's deployment)
+    concurrency: tuple[int, ...] = (1, 16)
+    requests: tuple[int, ...] = (16, 128)  # per round, one per concurrency
+    max_tokens: int = 128  # every output exactly this long (ignore_eos)
+    rounds: int = 5
+    tolerance: float = 0.20  # how far the clients' TTFT p50 and tokens/s may be apart
+    out: Path = ROOT / "bench_results" / "peer_check.json"
+
+
+def run(settings):
+    """Both clients, taking turns, on one endpoint: each concurrency's numbers and how far apart the clients are."""
+    if settings.base_url:
+        endpoint = nullcontext((settings.base_url, None))
     else:
         endpoint = servers.serve_deployment(CPU_CONFIG)
-    result = {
-        "machine": machine(),
-        "settings": {"max_tokens": args.max_tokens, "ignore_eos": True, "rounds": args.rounds},
-        "concurrency": {},
-    }
+    result = {"ignore_eos": True, "concurrency": {}}
     with endpoint as (base_url, _):
         # Warm up at the highest concurrency: no batch size is seen for the first time while measuring.
-        our_client(base_url, model, default_prompts(max(args.concurrency)), max(args.concurrency), args.max_tokens)
-        for concurrency, count in zip(args.concurrency, args.requests):
+        top = max(settings.concurrency)
+        our_client(base_url, MODEL_ID, default_prompts(top), top, settings.max_tokens)
+        for concurrency, count in zip(settings.concurrency, settings.requests):
             prompts = default_prompts(count)
             rounds = {name: [] for name in CLIENTS}
-            for round_ in range(args.rounds):
+            for round_ in range(settings.rounds):
                 for name, client in CLIENTS.items():  # taking turns: a slow minute hits both
                     started = time.perf_counter()
-                    rounds[name].append(client(base_url, model, prompts, concurrency, args.max_tokens))
+                    rounds[name].append(client(base_url, MODEL_ID, prompts, concurrency, settings.max_tokens))
                     tps = rounds[name][-1]["output_tokens_per_s"]
                     took = time.perf_counter() - started
                     print(f"c={concurrency} round {round_ + 1} {name}: {tps:.0f} tok/s ({took:.0f} s)")
             result["concurrency"][str(concurrency)] = {"requests": count, **compare(rounds)}
+    return result
+
+
+def main():
+    servers.stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-url", help="an endpoint that is running (default: start the tutorial's deployment)")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=Settings.concurrency)
+    parser.add_argument("--requests", type=int, nargs="*", default=Settings.requests, help="one per concurrency")
+    parser.add_argument("--max-tokens", type=int, default=Settings.max_tokens)
+    parser.add_argument("--rounds", type=int, default=Settings.rounds)
+    parser.add_argument("--tolerance", type=float, default=Settings.tolerance)
+    parser.add_argument("--out", type=Path, default=Settings.out)
+    args = vars(parser.parse_args())
+    settings = Settings(**{**args, "concurrency": tuple(args["concurrency"]), "requests": tuple(args["requests"])})
+    if len(settings.requests) != len(settings.concurrency):
+        parser.error("--requests takes one number per --concurrency")
+    result = save(settings.out, settings, run(settings))
     print("\n" + table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"saved {args.out}")
+    print(f"saved {settings.out}")
     apart = [
         f"c={c} {key}: {d:+.0%}"
         for c, numbers in result["concurrency"].items()
         for key, d in numbers["difference"].items()
-        if abs(d) > args.tolerance
+        if abs(d) > settings.tolerance
     ]
     if apart:
-        raise SystemExit(f"the clients differ by more than {args.tolerance:.0%}: " + ", ".join(apart))
-    print(f"the clients agree within {args.tolerance:.0%}")
+        raise SystemExit(f"the clients differ by more than {settings.tolerance:.0%}: " + ", ".join(apart))
+    print(f"the clients agree within {settings.tolerance:.0%}")
 
 
 if __name__ == "__main__":

@@ -255,6 +255,7 @@ EXPERIMENTS = {  # benchmark module: the committed result files that its Setting
     "goodput": ["goodput"],
     "long_chains": ["long_chains"],
     "node_loss": ["node_loss", "node_loss_chains"],
+    "peer_check": ["peer_check"],
     "scale_up": ["scale_up"],
     "thinking_budget": ["thinking_budget"],
 }
