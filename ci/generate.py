@@ -44,6 +44,12 @@ The measured reports behind [the tutorial](../README.md) (its Appendix B): what 
 vLLM, on 2 CPU cores, on one GPU and at QwQ-32B's size; thinking budgets; and how long chains and a dying node fare.
 As in the README, a line under each block says where it ran. This file is generated from the tutorial's notebook.
 
+Each experiment is a module of `benchmark/` with typed settings (`Settings`) and `run(settings)`. Its results file in
+`benchmark/results/` begins with those settings, the machine and the versions it ran with, the date and the commit
+(`harness/results.py`); a file measured before that shape says `before <commit>`, the commit that added it, with that
+commit's pinned versions. The side-by-side and speculative-decoding files, which gather servers from several runs,
+keep the settings and the machine per server instead, with no commit; `resumed_stream.json` is a test's output.
+
 """
 
 
