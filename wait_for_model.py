@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import time
+from urllib.parse import urlparse
 
 import yaml
 from openai import OpenAI
@@ -20,6 +21,17 @@ def serve_status():
     """`serve status` as text, and its applications as a dict."""
     text = subprocess.run(["serve", "status"], capture_output=True, text=True).stdout
     return text, (yaml.safe_load(text) or {}).get("applications") or {}
+
+
+def applications_at(base_url):
+    """The applications Serve serves at `base_url`'s route prefix ("/" for http://localhost:8000/v1), from the Ray
+    dashboard, which `serve status` asks too but does not show the prefixes of."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient  # importing Ray takes seconds: only if needed
+
+    prefix = urlparse(base_url).path.removesuffix("/").removesuffix("/v1") or "/"
+    address = os.environ.get("RAY_DASHBOARD_ADDRESS", "http://localhost:8265")
+    applications = ServeSubmissionClient(address).get_serve_details().get("applications") or {}
+    return {name for name, app in applications.items() if app.get("route_prefix") == prefix}
 
 
 def cluster_resources():
@@ -164,8 +176,11 @@ def main():
         except Exception as error:
             waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
         status_text, applications = serve_status()
-        # Of several applications, judge the one that serves the model (Ray Serve LLM's LLMServer:<model id>), if known.
+        # Of several applications, judge the one that serves the model (Ray Serve LLM's LLMServer:<model id>), or,
+        # before Serve lists its deployments, the one at BASE_URL's route: another's failure is not this one's.
         serving = {n: a for n, a in applications.items() if f"LLMServer:{MODEL_ID}" in a.get("deployments", {})}
+        if not serving and len(applications) > 1:
+            serving = {n: a for n, a in applications.items() if n in applications_at(BASE_URL)}
         applications = serving or applications
         statuses = {name: app["status"] for name, app in applications.items()}
         deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
