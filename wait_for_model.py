@@ -25,13 +25,18 @@ def serve_status():
 
 def applications_at(base_url):
     """The applications Serve serves at `base_url`'s route prefix ("/" for http://localhost:8000/v1), from the Ray
-    dashboard, which `serve status` asks too but does not show the prefixes of."""
+    dashboard, which `serve status` asks too but does not show the prefixes of. Until Serve has built an application
+    from a config file, its prefix is only in that config."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient  # importing Ray takes seconds: only if needed
 
     prefix = urlparse(base_url).path.removesuffix("/").removesuffix("/v1") or "/"
     address = os.environ.get("RAY_DASHBOARD_ADDRESS", "http://localhost:8265")
     applications = ServeSubmissionClient(address).get_serve_details().get("applications") or {}
-    return {name for name, app in applications.items() if app.get("route_prefix") == prefix}
+    return {
+        name
+        for name, app in applications.items()
+        if prefix in (app.get("route_prefix"), (app.get("deployed_app_config") or {}).get("route_prefix"))
+    }
 
 
 def cluster_resources():
