@@ -185,7 +185,8 @@ def main():
         # before Serve lists its deployments, the one at BASE_URL's route: another's failure is not this one's.
         serving = {n: a for n, a in applications.items() if f"LLMServer:{MODEL_ID}" in a.get("deployments", {})}
         if not serving and len(applications) > 1:
-            serving = {n: a for n, a in applications.items() if n in applications_at(BASE_URL)}
+            at_route = applications_at(BASE_URL)
+            serving = {n: a for n, a in applications.items() if n in at_route}
         applications = serving or applications
         statuses = {name: app["status"] for name, app in applications.items()}
         deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
