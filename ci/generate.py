@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 
 import nbformat
-from follow_readme import quickstart_script
 from nbconvert import MarkdownExporter
 from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: import ci/ as the tests do
+from ci.follow_readme import quickstart_script  # noqa: E402
+
 NOTEBOOK = ROOT / "notebook.ipynb"
 MEASUREMENTS = "benchmark/README.md"  # the cells tagged `measurements`: the appendices' measured reports
 # A cell that writes a file (`%%writefile name`) or runs one and names it in its first line (`# name`).

@@ -7,14 +7,12 @@ import sys
 
 import pytest
 
+from ci import generate
+from ci.generate import expected_files  # the generator's own list of files it writes
 from harness import results as committed
 from harness.config import CPU_CONFIG, ROOT, llm_config
 
 pytestmark = pytest.mark.fast  # no Ray
-
-sys.path.insert(0, str(ROOT / "ci"))
-import generate  # noqa: E402
-from generate import expected_files  # noqa: E402  (the generator's own list of files it writes)
 
 
 def published():

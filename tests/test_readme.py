@@ -3,18 +3,16 @@ CI follows the real README end to end (`python3 ci/follow_readme.py` in .ci/run)
 follows them can fail, and how the README reads."""
 
 import re
-import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from ci import follow_readme, generate
+from ci.generate import expected_files
 from harness.config import ROOT
 
 pytestmark = pytest.mark.fast  # no Ray
 
-sys.path.insert(0, str(ROOT / "ci"))
-import follow_readme  # noqa: E402
-import generate  # noqa: E402
-from generate import expected_files  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
 
@@ -25,21 +23,35 @@ def follow(tmp_path, readme):
     return follow_readme.check(blocks, printed, status)
 
 
-def test_a_block_that_uses_a_variable_only_the_notebook_sets_fails(tmp_path):
-    """The README's own `serve run` block, with the block that sets its variables left out, as when a variable comes
-    from a notebook cell: the run stops at that block, before `serve` runs."""
+@pytest.fixture(scope="module")
+def followed(tmp_path_factory):
+    """{case: the problems that following a small README found}, the cases followed at once: each bash's exit trap
+    runs `serve shutdown` and `local_cluster.py stop`, seconds of Python imports on their own."""
+    # The README's own `serve run` block, with the block that sets its variables left out, as when a variable comes
+    # from a notebook cell.
     serve_run = next(command for command, _ in follow_readme.path_blocks(README) if "serve run" in command)
-    readme = f"## Deploy locally\n\n```bash\necho ready\n```\n\n```bash\n{serve_run}```\n\n## Shut down\n"
-    problems = follow(tmp_path, readme)
+    cases = {
+        "notebook variable": (
+            f"## Deploy locally\n\n```bash\necho ready\n```\n\n```bash\n{serve_run}```\n\n## Shut down\n"
+        ),
+        "other output": (
+            "## Deploy locally\n\n```bash\necho 'Answer: 2550'\n```\n\n```text\nAnswer: 2550\n```\n\n"
+            "```bash\necho 'Reasoning: none'\n```\n\nIt prints:\n\n```text\nReasoning:\n```\n\n## Shut down\n"
+        ),
+    }
+    with ThreadPoolExecutor(len(cases)) as pool:
+        running = {case: pool.submit(follow, tmp_path_factory.mktemp("follow"), text) for case, text in cases.items()}
+        return {case: future.result() for case, future in running.items()}
+
+
+def test_a_block_that_uses_a_variable_only_the_notebook_sets_fails(followed):
+    """The run stops at the `serve run` block whose variables a notebook cell would set, before `serve` runs."""
+    problems = followed["notebook variable"]
     assert len(problems) == 1 and "README block 2 failed" in problems[0] and "serve run" in problems[0], problems
 
 
-def test_a_block_that_prints_other_than_the_readme_shows_fails(tmp_path):
-    readme = (
-        "## Deploy locally\n\n```bash\necho 'Answer: 2550'\n```\n\n```text\nAnswer: 2550\n```\n\n"
-        "```bash\necho 'Reasoning: none'\n```\n\nIt prints:\n\n```text\nReasoning:\n```\n\n## Shut down\n"
-    )
-    problems = follow(tmp_path, readme)
+def test_a_block_that_prints_other_than_the_readme_shows_fails(followed):
+    problems = followed["other output"]
     assert len(problems) == 1 and "README block 2 printed other than the README shows" in problems[0], problems
 
 
