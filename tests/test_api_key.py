@@ -1,5 +1,6 @@
 """api_key.py, the notebook's one switch for an API key (deploy `api_key:build_openai_app`), in each mode the README
-offers: direct streaming (the README's sequence, pasted as written) and the standard path (direct streaming and
+offers: direct streaming (the README's sequence, pasted as written on a machine where Ray never ran, which also checks
+the cluster token that `local_cluster.py start` makes there) and the standard path (direct streaming and
 HAProxy off, on a cluster of 2 logical CPUs as the tutorial's is on this machine). In both, no key, a wrong key and
 odd spellings of the paths are refused on every route; the right key gets through. And where a Hugging Face token in
 a runtime_env shows up."""
@@ -7,9 +8,11 @@ a runtime_env shows up."""
 import os
 import re
 import secrets
+import stat
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -86,56 +89,89 @@ def readme_key_sequence():
     return next(body for language, body, _ in blocks if language == "bash" and "api_key:build_openai_app" in body)
 
 
-def test_the_readmes_key_sequence_as_written_refuses_a_request_without_the_key_and_answers_with_it(no_cluster):
-    """The README's sequence pasted into the tutorial's terminal (tutorial_env.sh sourced, no key set), direct
-    streaming: its curl without the key gets 401 and client.py answers; then every route refuses no key, a wrong key
-    and odd spellings, and vLLM's own server in the replica answers the right key."""
+def fresh_terminal(home):
+    """The environment of a new terminal on a machine where Ray never ran: a HOME without ~/.ray, none of the tutorial's
+    variables set, and no cluster token but the one `local_cluster.py start` will make. vLLM's compile cache stays
+    where it was (a cache: the engine starts as it would a second time, not differently)."""
+    unset = ("API_KEY", "MODEL_ID", "BASE_URL", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+    env = {name: value for name, value in os.environ.items() if name not in unset}
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return env | {"HOME": str(home), "XDG_CACHE_HOME": cache}
+
+
+@contextmanager
+def someone_elses_processes():
+    """Processes named as Ray's and vLLM's are, that the tests did not start: a `ray stop` or a kill by name would end
+    them; `local_cluster.py stop` must not."""
+    names = ("raylet", "ray::ServeReplica:default:LLMServer", "VLLM::EngineCore", "gcs_server")
+    decoys = [subprocess.Popen(["bash", "-c", f"exec -a '{name}' sleep 900"], start_new_session=True) for name in names]
+    try:
+        yield decoys
+    finally:
+        for decoy in decoys:
+            decoy.kill()
+
+
+def test_the_readmes_key_sequence_on_a_fresh_machine_keeps_its_key_and_its_token(no_cluster, tmp_path):
+    """The README's sequence pasted into the tutorial's terminal (tutorial_env.sh sourced, no key set) on a machine
+    without ~/.ray, direct streaming: its curl without the key gets 401 and client.py answers; every route refuses no
+    key, a wrong key and odd spellings, and vLLM's own server in the replica answers the right key. The cluster token
+    that `local_cluster.py start` made is readable by its owner alone, refused when another is sent, and shown nowhere;
+    `local_cluster.py stop` ends the cluster and nothing else, even processes named as Ray's are."""
     sequence = readme_key_sequence()
     assert "api_key:build_openai_app" in sequence and sequence.endswith("python client.py\n")
     assert TUTORIAL_RAY_ENV["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] == "1"
-    env = {name: value for name, value in os.environ.items() if name not in ("API_KEY", "MODEL_ID", "BASE_URL")}
-    terminal = "set -euo pipefail\nsource tutorial_env.sh\n"
-    try:
-        pasted = subprocess.run(
-            ["bash", "-c", terminal + sequence + 'echo "key=$API_KEY"\n'],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        print(pasted.stdout[-3000:])
-        assert pasted.returncode == 0, pasted.stdout[-3000:] + pasted.stderr[-3000:]
-        key = re.search(r"^key=(.+)$", pasted.stdout, re.MULTILINE)[1]
-        assert "without the key: 401" in pasted.stdout
-        assert "Reasoning:" in pasted.stdout and "Answer:" in pasted.stdout  # client.py, with the key
-        assert pasted.stdout.count(key) == 1  # only the line above prints it
+    home = tmp_path / "home"
+    home.mkdir()
+    env, token_file = fresh_terminal(home), home / ".ray" / "auth_token"
 
-        # With the right key every route reaches vLLM's own server, which answers it.
-        assert_key_holds(statuses(SERVE_URL.removesuffix("/v1"), key), served_paths=SERVED_BY_VLLM)
-        # The requests took the direct path: the replica's own server answered (its log has the request), not Serve's
-        # proxy, the fallback behind HAProxy (whose log would have it too).
-        request_id = "api-key-direct-" + secrets.token_hex(4)
-        headers = {"Authorization": f"Bearer {key}", "x-request-id": request_id}
-        assert httpx.post(f"{SERVE_URL}/chat/completions", json=CHAT, headers=headers, timeout=60).status_code == 200
-        replica_logs = list(Path(LOGS, "serve").glob("replica_default_LLMServer*.log"))
-        deadline = time.time() + 10  # a replica writes its access log line when the request ends
-        while not files_containing(request_id, *replica_logs) and time.time() < deadline:
-            time.sleep(0.5)
-        assert replica_logs and files_containing(request_id, *replica_logs)
-        proxy_logs = list(Path(LOGS, "serve").glob("proxy_*.log"))
-        assert proxy_logs and not files_containing(request_id, *proxy_logs)
-        # The key is in no file the deployment wrote.
-        assert not files_containing(key, LOGS)
-    finally:
-        subprocess.run(
-            ["bash", "-c", "source tutorial_env.sh && serve shutdown -y; python local_cluster.py stop"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            timeout=300,
-        )
-        (ROOT / "serve_with_key.yaml").unlink(missing_ok=True)  # what the sequence wrote
+    def terminal(commands, **kwargs):
+        script = "set -euo pipefail\nsource tutorial_env.sh\n" + commands
+        return subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
+
+    with someone_elses_processes() as decoys:
+        try:
+            pasted = terminal(sequence + 'echo "key=$API_KEY"\n', timeout=900)
+            print(pasted.stdout[-3000:])
+            assert pasted.returncode == 0, pasted.stdout[-3000:] + pasted.stderr[-3000:]
+            key = re.search(r"^key=(.+)$", pasted.stdout, re.MULTILINE)[1]
+            assert "without the key: 401" in pasted.stdout
+            assert "Reasoning:" in pasted.stdout and "Answer:" in pasted.stdout  # client.py, with the key
+            assert pasted.stdout.count(key) == 1  # only the line above prints it
+            token = token_file.read_text()
+            assert re.fullmatch(r"[0-9a-f]{64}", token) and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+            refused = subprocess.run(
+                ["ray", "status"], cwd=ROOT, env=env | {"RAY_AUTH_TOKEN": "0" * 64}, capture_output=True, text=True
+            )
+            assert refused.returncode != 0, refused.stdout
+
+            # With the right key every route reaches vLLM's own server, which answers it.
+            assert_key_holds(statuses(SERVE_URL.removesuffix("/v1"), key), served_paths=SERVED_BY_VLLM)
+            assert_answered_directly(key)
+            assert not files_containing(key, LOGS)  # the key is in no file the deployment wrote
+        finally:
+            stopped = terminal("serve shutdown -y || true\npython local_cluster.py stop\n", timeout=300)
+            (ROOT / "serve_with_key.yaml").unlink(missing_ok=True)  # what the sequence wrote
+        assert "none left" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert all(decoy.poll() is None for decoy in decoys), "stop ended a process it did not start"
+    outputs = [run.stdout + run.stderr for run in (pasted, refused, stopped)]
+    assert not [text for text in outputs if token in text]
+    assert files_containing(token, LOGS.parents[2], home, ROOT) == [str(token_file)]  # Ray's files, HOME, here
+
+
+def assert_answered_directly(key):
+    """A request took the direct path: the replica's own server answered (its log has the request), not Serve's proxy,
+    the fallback behind HAProxy (whose log would have it too)."""
+    request_id = "api-key-direct-" + secrets.token_hex(4)
+    headers = {"Authorization": f"Bearer {key}", "x-request-id": request_id}
+    assert httpx.post(f"{SERVE_URL}/chat/completions", json=CHAT, headers=headers, timeout=60).status_code == 200
+    replica_logs = list(Path(LOGS, "serve").glob("replica_default_LLMServer*.log"))
+    deadline = time.time() + 10  # a replica writes its access log line when the request ends
+    while not files_containing(request_id, *replica_logs) and time.time() < deadline:
+        time.sleep(0.5)
+    assert replica_logs and files_containing(request_id, *replica_logs)
+    proxy_logs = list(Path(LOGS, "serve").glob("proxy_*.log"))
+    assert proxy_logs and not files_containing(request_id, *proxy_logs)
 
 
 def test_a_token_in_runtime_env_stays_out_of_what_the_reader_sees_but_ray_logs_it(tutorial_app, shared_cluster):

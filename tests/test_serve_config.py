@@ -14,10 +14,17 @@ import yaml
 from harness.config import QWQ_CONFIG, ROOT, llm_config, load
 from harness.servers import TUTORIAL_RAY_ENV
 
+# (module, its config file, the mode (TUTORIAL_DEVICE) that tutorial_env.sh pairs them in)
+CASES = [
+    ("serve_qwq_32b", "serve_qwq_32b.yaml", "gpu"),
+    ("serve_tiny_reasoner", "serve_tiny_reasoner.yaml", "cpu"),
+    ("serve_tiny_reasoner", "serve_tiny_reasoner_gpu.yaml", "one-gpu"),
+]
 # Build each Python app and the app its config file describes, the way Serve does, and print both LLMConfigs.
-# Building an app asks Ray for its runtime context, so this runs in a process connected to the test's cluster.
+# Building an app asks Ray for its runtime context, so this runs in a process connected to the test's cluster: one
+# for every case, since each takes seconds of importing Ray and vLLM.
 COMPARE = """
-import importlib, json, sys, yaml
+import importlib, json, os, sys, yaml
 from ray.llm._internal.serve.core.ingress.builder import LLMServingArgs
 from ray.serve.llm import build_openai_app
 
@@ -25,26 +32,29 @@ def autoscaling(app):  # as Serve will run it, Ray Serve LLM's defaults merged i
     config = app._bound_deployment._deployment_config.autoscaling_config
     return config.dict() if config else None
 
-module = importlib.import_module(sys.argv[1])
-args = LLMServingArgs.model_validate(yaml.safe_load(open(sys.argv[2]))["applications"][0]["args"])
-from_file = build_openai_app(args)
-without_target = module.llm_config.model_copy(deep=True)
-without_target.deployment_config["autoscaling_config"].pop("target_ongoing_requests", None)
-print(json.dumps({"python": module.llm_config.model_dump(), "yaml": args.llm_configs[0].model_dump(),
-                  "yaml_ingress": args.ingress_deployment_config,
-                  "autoscaling": {"python": autoscaling(module.app), "yaml": autoscaling(from_file),
-                                  "without_target": autoscaling(build_openai_app({"llm_configs": [without_target]}))}},
-                 default=repr))  # classes by name
+built = {}
+for module_name, config_file, device in json.loads(sys.argv[1]):
+    os.environ["TUTORIAL_DEVICE"] = device  # a module reads its mode when it is imported
+    module = importlib.reload(importlib.import_module(module_name))
+    args = LLMServingArgs.model_validate(yaml.safe_load(open(config_file))["applications"][0]["args"])
+    from_file = build_openai_app(args)
+    without_target = module.llm_config.model_copy(deep=True)
+    without_target.deployment_config["autoscaling_config"].pop("target_ongoing_requests", None)
+    built[config_file] = {
+        "python": module.llm_config.model_dump(), "yaml": args.llm_configs[0].model_dump(),
+        "yaml_ingress": args.ingress_deployment_config,
+        "autoscaling": {"python": autoscaling(module.app), "yaml": autoscaling(from_file),
+                        "without_target": autoscaling(build_openai_app({"llm_configs": [without_target]}))}}
+print(json.dumps(built, default=repr))  # classes by name
 """
 
 
-@functools.cache  # the printed JSON: each caller parses a fresh copy; building takes a process importing Ray and vLLM
-def built_configs_json(module, config_file, device="cpu"):
-    # Built in the notebook's environment (direct streaming) and mode, without what the Python apps would pass on.
+@functools.cache  # the printed JSON: each caller parses a fresh copy
+def built_configs_json():
+    # Built in the notebook's environment (direct streaming), without what the Python apps would pass on.
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "VLLM_CPU_KVCACHE_SPACE")} | TUTORIAL_RAY_ENV
-    env["TUTORIAL_DEVICE"] = device
     run = subprocess.run(
-        [sys.executable, "-c", COMPARE, module, config_file],
+        [sys.executable, "-c", COMPARE, json.dumps(CASES)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -55,22 +65,16 @@ def built_configs_json(module, config_file, device="cpu"):
     return run.stdout.strip().splitlines()[-1]
 
 
-def built_configs(module, config_file, device="cpu"):
-    return json.loads(built_configs_json(module, config_file, device))
+def built_configs(config_file):
+    """What building `config_file` and its Python app gave."""
+    return json.loads(built_configs_json())[config_file]
 
 
-@pytest.mark.parametrize(
-    "module, config_file, device",
-    [
-        ("serve_qwq_32b", "serve_qwq_32b.yaml", "gpu"),
-        ("serve_tiny_reasoner", "serve_tiny_reasoner.yaml", "cpu"),
-        ("serve_tiny_reasoner", "serve_tiny_reasoner_gpu.yaml", "one-gpu"),
-    ],
-)
+@pytest.mark.parametrize("module, config_file, device", CASES)
 def test_config_file_gives_the_same_llm_config_as_the_python_app(shared_cluster, module, config_file, device):
     """Each config file is its Python app in the mode (TUTORIAL_DEVICE) that tutorial_env.sh pairs them in."""
     shared_cluster.deploy()  # building an app needs a running cluster
-    configs = built_configs(module, config_file, device)
+    configs = built_configs(config_file)
     python, from_file = configs["python"], configs["yaml"]
     if module == "serve_tiny_reasoner":
         # The Python app resolves the model folder itself; the file names it relative to the replicas' directory.
@@ -86,7 +90,7 @@ def test_the_qwq_app_scales_to_its_second_replica_and_would_not_without_a_target
     """Ray Serve LLM merges its default target of 10^9 ongoing requests per replica into an autoscaling_config that
     has none: min 1 / max 2 alone never adds the second replica. The tutorial sets the target, in both files."""
     shared_cluster.deploy()  # building an app needs a running cluster
-    autoscaling = built_configs("serve_qwq_32b", "serve_qwq_32b.yaml", "gpu")["autoscaling"]
+    autoscaling = built_configs("serve_qwq_32b.yaml")["autoscaling"]
     assert autoscaling["python"] == autoscaling["yaml"]
     assert (autoscaling["python"]["min_replicas"], autoscaling["python"]["max_replicas"]) == (1, 2)
     assert autoscaling["python"]["target_ongoing_requests"] == 16
