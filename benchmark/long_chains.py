@@ -9,8 +9,8 @@ autoscaling (1 to 2 replicas, target 16 requests per replica) and, but for the "
 options. One change for every run, to keep the run short: Serve waits downscale_delay_s (600 s by default) before it
 removes a replica; here DOWNSCALE_DELAY_S.
 
-Under a steady load of streamed chains of MAX_TOKENS tokens (ignore_eos: every chain is that long), the streams'
-first chains STAGGER_S apart:
+Under a steady load of streamed chains of MAX_TOKENS tokens (ignore_eos: every chain is that long; the redeploy's
+maybe longer, see REDEPLOY_CHAIN_S), the streams' first chains STAGGER_S apart:
 1. scale-down: a deployment that starts with two replicas (or, with --scale-up, one, and UP_STREAMS streams until
    Serve has added the second), then DOWN_STREAMS streams, until Serve has removed a replica and every chain in
    flight when it told the replica to stop has ended;
@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import copy
 import dataclasses
+import statistics
 import time
 from pathlib import Path
 
@@ -38,9 +39,11 @@ from harness.logs import DEPLOYMENT, ServeLogs, served_by
 from harness.results import save
 
 # Chains of 3,900 tokens, as long in seconds as a reasoning model's here. The small model knows 1,024 positions; told it
-# has 4,096, it writes noise past them, but each token costs the engine what a real chain's token does.
+# has 8,192, it writes noise past them, but each token costs the engine what a real chain's token does.
 MAX_TOKENS = 3900
-LONG_CONTEXT = {"max_model_len": 4096, "hf_overrides": {"max_position_embeddings": 4096}}
+LONG_CONTEXT = {"max_model_len": 8192, "hf_overrides": {"max_position_embeddings": 8192}}
+# The redeploy's stop comes ~30 s after its `serve deploy`: chains this long outlast Ray's 35 s grace after the stop.
+REDEPLOY_CHAIN_S = 100
 UP_STREAMS = 48  # three times the target of one replica: Serve asks for two
 DOWN_STREAMS = 12  # below the target of one replica: Serve removes the second
 DOWNSCALE_DELAY_S = 60  # long enough for every stream to have a chain in flight
@@ -48,12 +51,7 @@ STAGGER_S = 4  # between the streams' first chains, so that at any moment some c
 OVERLOAD_REQUESTS = 200
 STOP_OLD = "Serve told the old replica to stop"
 
-
-SETTINGS = {
-    "defaults": "Ray's defaults",
-    "options": "the deployment options alone",
-    "tutorial": "the tutorial's settings",
-}
+SETTINGS = dict(defaults="Ray's defaults", options="the deployment options alone", tutorial="the tutorial's settings")
 RAY_HARD_STOP_AFTER_S = "120"  # Ray 2.60's default: HAProxy's old process is killed 120 s after a reload
 LOAD = {"max_tokens": MAX_TOKENS, "ignore_eos": True, "up_streams": UP_STREAMS, "down_streams": DOWN_STREAMS}
 
@@ -102,10 +100,17 @@ async def scale_down(chains, logs, settings):
     return replica, moments
 
 
+def redeploy_max_tokens(chains):
+    """MAX_TOKENS, or more where chains ran faster than REDEPLOY_CHAIN_S (a fast machine), up to the context's room."""
+    seconds = [e["ended"] - e["sent"] for e in chains.log if ending(e) == "completed"]
+    wanted = round(MAX_TOKENS * REDEPLOY_CHAIN_S / statistics.median(seconds)) if seconds else MAX_TOKENS
+    return min(LONG_CONTEXT["max_model_len"] - 300, max(MAX_TOKENS, wanted))
+
+
 async def redeploy(chains, logs, cluster, config, settings):
-    """`serve deploy` with max_num_seqs changed, under DOWN_STREAMS, until a new replica answers and the old
-    replica's chains ended."""
+    """`serve deploy` with max_num_seqs changed, under DOWN_STREAMS, until a new replica answers and the old ended."""
     began = time.time()
+    chains.max_tokens = redeploy_max_tokens(chains)
     chains.set_streams(DOWN_STREAMS, "redeploy")
     before = logs.replicas_answering(began - 60)
     changed = copy.deepcopy(config)
@@ -155,8 +160,7 @@ def summary(chains, event, replica, moments, served):
     }
 
 
-def progress(began, step):
-    """A line of progress: seconds since the cluster's start, and the step done (a run takes many minutes)."""
+def progress(began, step):  # a run takes many minutes: seconds since the cluster's start, and the step done
     print(f"{time.time() - began:5.0f}s {step}", flush=True)
 
 
@@ -175,7 +179,7 @@ async def run_steps(cluster, logs, config, settings, began):
     served = served_by([logs.folder])
     return {
         "scale-down": summary(chains, "scale-down", *down, served),
-        "redeploy": summary(chains, "redeploy", *deployed, served),
+        "redeploy": {**summary(chains, "redeploy", *deployed, served), "max_tokens": chains.max_tokens},
         "overload": {
             "requests": OVERLOAD_REQUESTS,
             "accepted": sum(status == 200 for status, _, _ in refusals),
@@ -247,8 +251,7 @@ def outcome(results):
 
 
 def haproxy_hard_stop_after_s(settings):
-    """How long HAProxy's old process may serve its connections after a reload: tutorial_env.sh's for "tutorial", else
-    Ray's default."""
+    """How long HAProxy's old process serves its connections after a reload: tutorial_env.sh's, or Ray's default."""
     tutorial = servers.TUTORIAL_RAY_ENV["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]
     return tutorial if settings == "tutorial" else RAY_HARD_STOP_AFTER_S
 
