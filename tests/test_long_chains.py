@@ -48,5 +48,7 @@ def test_the_tutorials_settings_cut_no_chain_and_refuse_an_overload_at_once(no_c
     assert overload["accepted"] >= options["max_ongoing_requests"], overload
     assert overload["refused"] == overload["requests"] - taken > 0, overload
     assert overload["statuses"] == ["200", "503", "None"], overload
-    assert overload["slowest_refusal_s"] < 5, overload
+    # At once: 1 to 2 s in the committed runs, 6.5 and 7.1 s in two CI runs on 2026-12-07, where the 64 chains taken
+    # began on the same 2 cores; a chain that waited in a queue instead would wait minutes.
+    assert overload["slowest_refusal_s"] < 15, overload
     assert "backpressure" in overload["refusal_body"], overload
