@@ -110,6 +110,7 @@ def someone_elses_processes():
     finally:
         for decoy in decoys:
             decoy.kill()
+            decoy.wait()  # reaped: no zombie left for the rest of the session
 
 
 def test_the_readmes_key_sequence_on_a_fresh_machine_keeps_its_key_and_its_token(no_cluster, tmp_path):
