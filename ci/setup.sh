@@ -9,6 +9,12 @@ device="${TUTORIAL_DEVICE:-cpu}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 source .venv/bin/activate
 
+# Jupyter's jsonschema extra brings rfc3987-syntax, which builds a grammar parser when it is imported, and every
+# process that imports Ray imports jsonschema: 1.6 s of CPU in each of a cluster's dozens of Python processes (a
+# local cluster started and the tutorial's app deployed answer after 90 s with it and 64 s without, on 2 cores, two
+# runs each on 2026-12-07). Nothing here checks IRIs with it; jsonschema skips that one format without it.
+drop_slow_import() { pip uninstall --quiet --yes rfc3987-syntax 2>/dev/null || true; }
+
 if [ "$device" != cpu ]; then
   # Installed as pinned already (a second run, or a machine without network that was given the wheels): done.
   if ! python - <<'PY'; then
@@ -25,6 +31,7 @@ sys.exit(1 if missing else 0)
 PY
     python -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
   fi
+  drop_slow_import
   python -c "import vllm, ray, torch; print(f'.venv ready: ray {ray.__version__}, vllm {vllm.__version__}, torch {torch.__version__}')"
   exit 0
 fi
@@ -41,4 +48,5 @@ fi
 pip install --quiet -r requirements-cpu.txt
 # PyPI's torchvision/torchaudio/torchcodec are CUDA builds; beside the CPU torch they break `import vllm`.
 pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+drop_slow_import
 python -c "import vllm, ray; print(f'.venv ready: ray {ray.__version__}, vllm {vllm.__version__} (CPU)')"
