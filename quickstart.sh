@@ -51,7 +51,6 @@ curl --silent --show-error --fail-with-body http://localhost:8000/v1/chat/comple
        "max_tokens": 20}' \
   | python -c 'import json, sys; c = json.load(sys.stdin)["choices"][0]; print(c["finish_reason"], {k: c["message"][k] for k in ("reasoning", "content")})'
 
-serve shutdown -y
 serve deploy "$SERVE_CONFIG"
 
 python wait_for_model.py

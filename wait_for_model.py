@@ -176,10 +176,9 @@ def main():
         try:
             MODEL_ID = MODEL_ID or client.models.list().data[0].id
             client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
-            print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
-            return
+            answered = True
         except Exception as error:
-            waiting_for = f"{type(error).__name__}: {str(error)[:100]}"
+            answered, waiting_for = False, f"{type(error).__name__}: {str(error)[:100]}"
         status_text, applications = serve_status()
         # Of several applications, judge the one that serves the model (Ray Serve LLM's LLMServer:<model id>), or,
         # before Serve lists its deployments, the one at BASE_URL's route: another's failure is not this one's.
@@ -189,6 +188,12 @@ def main():
             serving = {n: a for n, a in applications.items() if n in at_route}
         applications = serving or applications
         statuses = {name: app["status"] for name, app in applications.items()}
+        # After `serve deploy` over a running application, its old version answers until Serve has replaced it.
+        if answered and "DEPLOYING" not in statuses.values():
+            print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
+            return
+        if answered:
+            waiting_for = "the old version answers; the new one is deploying"
         deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
         cause = unschedulable(applications, deploying)
         if cause:

@@ -149,7 +149,7 @@ QUICKSTART_STEPS = [
     ("start Ray and Serve", "python local_cluster.py start"),
     ("deploy (`serve run`) until the model answered", "serve run"),
     ("ask, stream, control the thinking", "serve status"),
-    ("redeploy from the config file, ask again", "serve shutdown -y"),
+    ("redeploy from the config file, ask again", "serve deploy"),
     ("shut down", "serve shutdown -y"),
 ]
 QUICKSTART_COMMAND = re.compile(r"^\+ (\d+)s quickstart\.sh: (.*)$", re.M)  # the script's own commands, not nested
