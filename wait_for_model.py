@@ -188,13 +188,13 @@ def main():
             serving = {n: a for n, a in applications.items() if n in at_route}
         applications = serving or applications
         statuses = {name: app["status"] for name, app in applications.items()}
-        # After `serve deploy` over a running application, its old version answers until Serve has replaced it.
-        if answered and "DEPLOYING" not in statuses.values():
+        deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
+        # Right after `serve deploy` over a running application, the old version may still answer.
+        if answered and not deploying:
             print(f"{MODEL_ID} answered after {time.time() - start:.0f}s: ready.")
             return
         if answered:
-            waiting_for = "the old version answers; the new one is deploying"
-        deploying = {name: a["last_deployed_time_s"] for name, a in applications.items() if a["status"] == "DEPLOYING"}
+            waiting_for = "an answer, from the old version: the new one is deploying"
         cause = unschedulable(applications, deploying)
         if cause:
             raise RuntimeError(f"{cause}\n{status_text}")

@@ -10,9 +10,9 @@ device="${TUTORIAL_DEVICE:-cpu}"
 source .venv/bin/activate
 
 # Jupyter's jsonschema extra brings rfc3987-syntax, which builds a grammar parser when it is imported, and every
-# process that imports Ray imports jsonschema: 1.6 s of CPU in each of a cluster's dozens of Python processes (a
-# local cluster started and the tutorial's app deployed answer after 90 s with it and 64 s without, on 2 cores, two
-# runs each on 2026-12-07). Nothing here checks IRIs with it; jsonschema skips that one format without it.
+# process that imports Ray imports jsonschema: 1.6 s of CPU in each of a cluster's Python processes (19 with the
+# tutorial's app deployed; a local cluster started and that app deployed answer after 90 s with it and 64 s without,
+# on 2 cores, two runs each on 2026-12-07). Nothing here checks IRIs with it; jsonschema skips that one format without it.
 drop_slow_import() { pip uninstall --quiet --yes rfc3987-syntax 2>/dev/null || true; }
 
 if [ "$device" != cpu ]; then
