@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -109,6 +110,11 @@ class SharedCluster:
             self.cluster.start(f"--metrics-export-port={self.METRICS_PORT}", "--num-cpus=4")
         self.deployed = None
         self.cluster.deploy(config)
+        # Serve stops the applications that this config drops after the deploy returns: an engine of theirs that is
+        # still starting would take the cores from the next test.
+        deadline = time.time() + 120
+        while "DELETING" in self.cluster.serve_status() and time.time() < deadline:
+            time.sleep(2)
         self.deployed = config
 
     def tutorial_config(self):
