@@ -176,7 +176,7 @@ async def run_steps(cluster, logs, config, settings, began):
             await chains.stop()
         refusals = await statuses_at_once(client, OVERLOAD_REQUESTS, MAX_TOKENS)
         progress(began, "overload: done")
-    served, refused = served_by([logs.folder]), [(s, text) for s, _, text in refusals if s not in (None, 200)]
+    served, refused = served_by([logs.folder]), [r for r in refusals if r[0] not in (None, 200)]
     return {
         "scale-down": summary(chains, "scale-down", *down, served),
         "redeploy": {**summary(chains, "redeploy", *deployed, served), "max_tokens": chains.max_tokens},
@@ -186,8 +186,8 @@ async def run_steps(cluster, logs, config, settings, began):
             "refused": len(refused),
             "no_status": sum(status is None for status, _, _ in refusals),
             "statuses": sorted({str(status) for status, _, _ in refusals}),
-            "slowest_refusal_s": max((s for status, s, _ in refusals if status not in (None, 200)), default=None),
-            "refusal_body": refused[0][1] if refused else None,
+            "slowest_refusal_s": max((s for _, s, _ in refused), default=None),
+            "refusal_body": refused[0][2] if refused else None,
         },
     }
 
