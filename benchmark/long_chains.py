@@ -60,7 +60,7 @@ class Settings:
     scale_up: bool = False  # start with one replica and let the load add one
     timeout_s: float = 900  # give up on a step after this
     downscale_delay_s: float = DOWNSCALE_DELAY_S
-    redeploy_chain_s: float = REDEPLOY_CHAIN_S  # CI asks for less: the chains still outlast the grace period
+    redeploy_chain_s: float = REDEPLOY_CHAIN_S  # CI asks for less (3,900 tokens): they still outlast the grace period
     out: Path = ROOT / "bench_results" / "long_chains.json"
 
 
