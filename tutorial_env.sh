@@ -1,6 +1,4 @@
-# The tutorial's settings. Source it in the shell that runs the tutorial's commands, before
-# `python local_cluster.py start`:  source tutorial_env.sh
-
+# The tutorial's settings: `source tutorial_env.sh` in the shell of the tutorial's commands, before local_cluster.py.
 # The mode: cpu (the small model on the CPU), one-gpu (the small model on one GPU) or gpu (QwQ-32B on 8 GPUs). It
 # picks the application that `serve run` deploys, the config file of `serve deploy` and the model the clients ask for.
 export TUTORIAL_DEVICE="${TUTORIAL_DEVICE:-cpu}"
@@ -18,11 +16,13 @@ export RAY_AUTH_MODE=token
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # Direct streaming: the vLLM server replica streams to the client itself, behind HAProxy (Appendix B measures it).
 export RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1 RAY_SERVE_ENABLE_HA_PROXY=1
-# HAProxy asks for about 2.5 file descriptors per connection it may hold (Ray 2.60's default: 4,096 connections),
-# and fails to start if the machine allows fewer.
+# HAProxy needs about 2.5 file descriptors per connection it may hold (4,096: Ray 2.60's default), or fails to start.
 export RAY_SERVE_HAPROXY_MAXCONN=4096
 # After a reload, HAProxy's old process may serve 1,800 s, not Ray's 120, so its long chains finish (Appendix C).
 export RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S=1800
+# A stopping replica waits 10 s, not Ray's 30, for HAProxy to stop sending to it (here it took under 3 s: Appendix C),
+# so a redeploy or shutdown is 20 s quicker. Ray's 30 s is for a load balancer outside the cluster, such as a cloud's.
+export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=10
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 10340 ]; then
   echo "HAProxy needs about 10,340 file descriptors; ulimit -Hn allows $(ulimit -Hn): lower RAY_SERVE_HAPROXY_MAXCONN" >&2
 fi

@@ -207,7 +207,6 @@ class SteadyChains:
             entry = {"id": f"lc-{len(self.log)}", "event": self.event, "sent": time.time(), "status": None}
             entry.update(done=False, error=None, tokens=0)
             self.log.append(entry)
-            progress = {}
             try:
                 result = await stream_chat(
                     self.client,
@@ -217,12 +216,12 @@ class SteadyChains:
                     self.max_tokens,
                     {"ignore_eos": True},
                     headers={"x-request-id": entry["id"]},
-                    progress=progress,
+                    progress=entry,  # its status as soon as it comes, and its chunks so far
                 )
                 entry["done"] = result["done"]
             except BROKEN as error:  # a reset or a closed connection
                 entry["error"] = f"{type(error).__name__}: {error}"[:200]
-            entry.update(status=progress.get("status"), tokens=progress.get("chunks", 0))
+            entry["tokens"] = entry.pop("chunks", 0)
             entry["ended"] = time.time()
 
     def in_flight(self, at):
@@ -236,6 +235,15 @@ class SteadyChains:
     async def stop(self):
         self.wanted = 0
         await asyncio.gather(*self.streams.values())
+
+
+async def wait_for(condition, timeout_s, what):
+    """Until condition() holds, checked every second; TimeoutError after timeout_s."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(1)
 
 
 OUTCOMES = ("completed", "cut", "dropped", "refused")
@@ -254,16 +262,11 @@ def ending(entry):
 
 async def statuses_at_once(client, count, max_tokens, hold_s=30):
     """`count` streamed chains at once to the tutorial's endpoint, each held open until every one has its status (or
-    hold_s passed), then closed:
-    [(status, seconds until it came, body of a refusal)]; status None if none came in time."""
+    hold_s passed), then closed: how many were accepted (200), refused (any other status) or got none in time, how
+    long the slowest refusal took, and what the first said."""
     answered = []
-    body = {
-        "model": MODEL_ID,
-        "messages": [{"role": "user", "content": "Count the letter r in strawberry."}],
-        "stream": True,
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-    }
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count the letter r in strawberry."}]}
+    body.update(stream=True, max_tokens=max_tokens, ignore_eos=True)
 
     async def one():
         started, status, seconds, text = time.time(), None, hold_s, "no status within the hold"
@@ -281,4 +284,14 @@ async def statuses_at_once(client, count, max_tokens, hold_s=30):
             text = f"{type(error).__name__}: {error}"[:300]
         return status, seconds, text
 
-    return await asyncio.gather(*(one() for _ in range(count)))
+    statuses = await asyncio.gather(*(one() for _ in range(count)))
+    refused = [(status, seconds, text) for status, seconds, text in statuses if status not in (None, 200)]
+    return {
+        "requests": count,
+        "accepted": sum(status == 200 for status, _, _ in statuses),
+        "refused": len(refused),
+        "no_status": sum(status is None for status, _, _ in statuses),
+        "statuses": sorted({str(status) for status, _, _ in statuses}),
+        "slowest_refusal_s": max((seconds for _, seconds, _ in refused), default=None),
+        "refusal_body": refused[0][2] if refused else None,
+    }

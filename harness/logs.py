@@ -121,13 +121,23 @@ class ServeLogs:
             for path in self.logs.glob(f"replica_*_{replica}.log")
         )
 
-    def replicas_answering(self, since):
-        """The ids of the model replicas whose log shows a chat request answered at or after `since`."""
-        return {
-            re.search(r"_(\w+)\.log$", path.name)[1]
-            for path in replica_logs([self.folder])
-            if first_time([path], ANSWERED, since=since)
-        }
+    def haproxy_dropped(self, replica, since):
+        """When HAProxy on this node stopped sending to `replica` (told to stop at `since`): its first reload after
+        the first update of its backends that leaves the replica out, or HAProxy's own shutdown (`serve shutdown`);
+        None if neither is logged (yet)."""
+        updated = None
+        for path in self.logs.glob("proxy_*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                at = line_time(line)
+                if at is None or at < since:
+                    continue
+                if "Shutting down HAProxyManager" in line:
+                    return at
+                if updated is None and "Got updated backend configs" in line and replica not in line:
+                    updated = at
+                elif updated is not None and "Successfully performed graceful HAProxy reload" in line:
+                    return at
+        return None
 
 
 def phases(started, moments):

@@ -26,8 +26,8 @@ from harness.config import CPU_CONFIG, MODEL_ID, ROOT, engine_cli_args, load, ra
 
 SERVE_URL = "http://127.0.0.1:8000/v1"
 # What the notebook's setup cell sets for every `ray` and `serve` command (tests/test_generated_files.py keeps them
-# equal): token authentication, Ray's servers on loopback, direct streaming behind HAProxy, and HAProxy's reloads
-# not cutting long chains.
+# equal): token authentication, Ray's servers on loopback, direct streaming behind HAProxy, HAProxy's reloads not
+# cutting long chains, and a stopping replica's short wait for HAProxy.
 TUTORIAL_RAY_ENV = {
     "RAY_AUTH_MODE": "token",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -35,7 +35,10 @@ TUTORIAL_RAY_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_MAXCONN": "4096",
     "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": "1800",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "10",
 }
+# Of those, the ones for a cluster of one machine: a cluster of several nodes (KubeRay's) keeps Ray's defaults.
+ONE_MACHINE = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
 # Ray Serve LLM's standard path: an OpenAI ingress replica relays the stream, Serve's proxy in front.
 STANDARD_PATH = {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
 

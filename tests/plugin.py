@@ -152,16 +152,20 @@ def no_cluster():
 
 def pytest_collection_modifyitems(items):
     """Within the files' order: first the fast tests, then what starts Ray the reader's way (the notebook, `no_cluster`
-    tests), then what needs no Ray, then what shares the tests' cluster, which then starts once. (`pytest -p randomly`
-    shuffles after this: every test also runs in any order, starting the shared cluster again where needed.)"""
+    tests), then what needs no Ray, then what shares the tests' cluster, which then starts once, and last what leaves
+    broken applications on it: removing them would wait out their replicas' drain, and Serve retries their engines on
+    the same cores. (`pytest -p randomly` shuffles after this: every test also runs in any order, starting the shared
+    cluster again where needed.)"""
 
     def group(item):
         if item.get_closest_marker("fast"):
             return -1
-        fixtures = getattr(item, "fixturenames", ())
+        fixtures = set(getattr(item, "fixturenames", ()))
         if item.path.suffix == ".ipynb" or "no_cluster" in fixtures:
             return 0
-        return 2 if {"shared_cluster", "tutorial_app"} & set(fixtures) else 1
+        if "broken_apps" in fixtures:
+            return 3
+        return 2 if {"shared_cluster", "tutorial_app"} & fixtures else 1
 
     items.sort(key=group)
 

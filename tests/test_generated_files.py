@@ -60,10 +60,8 @@ def test_the_tests_and_the_benchmark_start_ray_with_tutorial_env_sh():
     from harness.servers import TUTORIAL_RAY_ENV
 
     def sourced(device):
-        names = [*TUTORIAL_RAY_ENV, "TUTORIAL_DEVICE", "SERVE_APP", "SERVE_CONFIG", "MODEL_ID"]
-        printed = " && ".join(f'echo "{name}=${name}"' for name in names)
         run = subprocess.run(
-            ["bash", "-c", f"source tutorial_env.sh && {printed}"],
+            ["bash", "-c", "source tutorial_env.sh && env"],
             cwd=ROOT,
             env={"PATH": "/usr/bin:/bin", **({"TUTORIAL_DEVICE": device} if device else {})},
             capture_output=True,
@@ -72,7 +70,8 @@ def test_the_tests_and_the_benchmark_start_ray_with_tutorial_env_sh():
         return run.returncode, dict(line.split("=", 1) for line in run.stdout.splitlines()), run.stderr
 
     status, env, _ = sourced(None)
-    assert status == 0 and {name: env[name] for name in TUTORIAL_RAY_ENV} == TUTORIAL_RAY_ENV
+    # The same settings, none more: every RAY_ variable that tutorial_env.sh exports is one the tests use too.
+    assert status == 0 and {name: value for name, value in env.items() if name.startswith("RAY_")} == TUTORIAL_RAY_ENV
     assert env["TUTORIAL_DEVICE"] == "cpu" and env["SERVE_CONFIG"] == CPU_CONFIG.name
     assert sourced("one-gpu")[1]["SERVE_CONFIG"] == "serve_tiny_reasoner_gpu.yaml"
     assert sourced("gpu")[1]["SERVE_APP"] == "serve_qwq_32b:app" and sourced("gpu")[1]["MODEL_ID"] == "my-qwq-32B"
@@ -243,8 +242,8 @@ def test_the_node_loss_with_the_tutorials_client_is_the_measured_one():
 
 def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     """The notebook quotes benchmark/results/long_chains.json, which `python -m benchmark.long_chains` wrote, measured
-    with the deployment options that serve_qwq_32b.yaml has now and the HAProxy setting of tutorial_env.sh."""
-    from benchmark.long_chains import deployment_config, haproxy_hard_stop_after_s, outcome, table
+    with the deployment options that serve_qwq_32b.yaml has now and the HAProxy settings of tutorial_env.sh."""
+    from benchmark.long_chains import deployment_config, haproxy_env, outcome, table
     from harness.config import llm_config
 
     results = committed.read("long_chains")
@@ -253,7 +252,9 @@ def test_the_long_chains_in_the_notebook_are_the_measured_ones():
     assert outcome(results) in " ".join(readme.split())
     for settings, run in results["runs"].items():
         assert run["deployment_config"] == llm_config(deployment_config(settings, 2))["deployment_config"]
-        assert str(run["haproxy_hard_stop_after_s"]) == haproxy_hard_stop_after_s(settings)
+        env = haproxy_env(settings)
+        assert str(run["haproxy_hard_stop_after_s"]) == env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]
+        assert run["min_draining_period_s"] == float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"])
 
 
 def test_the_thinking_budget_curve_is_the_measured_one():

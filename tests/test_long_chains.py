@@ -1,29 +1,32 @@
 """Long chains survive a scale-down and a redeploy with the tutorial's settings, and an overloaded deployment refuses
 at once: benchmark/long_chains.py run as a reader would, with serve_qwq_32b.yaml's deployment options and
-tutorial_env.sh's HAProxy setting, held to that (about 8 to 9 minutes on 2 cores).
+tutorial_env.sh's HAProxy settings, held to that (about 7 minutes on 2 cores).
 
 The chains outlast Ray's default grace period (checked below), so the test fails if the deployment options stop doing
-their job; with Ray's HAProxy default the chains that begin after a stop break off (5 and 12 of them, measured in
-benchmark/results/long_chains.json), so it fails if tutorial_env.sh's setting does."""
+their job; with Ray's HAProxy default chains that begin after the scale-down's stop break off (the "options" run in
+benchmark/results/long_chains.json), so it fails if tutorial_env.sh's setting does. And HAProxy stopped sending to
+each stopping replica within the drain that tutorial_env.sh gives it, shorter than Ray's."""
 
 import json
 import subprocess
 import sys
 
 from harness.config import QWQ_CONFIG, ROOT, llm_config, load
+from harness.servers import TUTORIAL_RAY_ENV
 
-# Serve's default graceful_shutdown_timeout_s (20 s), which Serve raises to 35 s for a replica behind HAProxy (its
-# controller logs "Raising graceful_shutdown_timeout_s ... from 20.0s to 35.0s").
+# Serve's default graceful_shutdown_timeout_s (20 s), which Serve raises to 35 s for a replica behind HAProxy with Ray's
+# 30 s drain (its controller logs "Raising graceful_shutdown_timeout_s ... from 20.0s to 35.0s").
 RAY_DEFAULT_GRACE_S = 35
 
 
 def test_the_tutorials_settings_cut_no_chain_and_refuse_an_overload_at_once(no_cluster, tmp_path):
     out = tmp_path / "long_chains.json"
     done = subprocess.run(
-        # Shorter than the benchmark's run where the assertions allow: the redeploy's chains are as long as the others.
+        # Shorter than the benchmark's run where the assertions allow: the redeploy's chains are as long as the others,
+        # and those sent after its stop are short, to the new replica; within their minute no setting could cut them.
         # (Serve's downscale delay stays 60 s: at 30 s a CI run stopped the replica when its last chain had 12 s left.)
         [sys.executable, "-m", "benchmark.long_chains", "--settings", "tutorial", "--out", str(out)]
-        + ["--redeploy-chain-s", "0"],
+        + ["--redeploy-chain-s", "0", "--after-stop-max-tokens", "200"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -40,6 +43,10 @@ def test_the_tutorials_settings_cut_no_chain_and_refuse_an_overload_at_once(no_c
         assert in_flight["completed"] == in_flight["count"], run[event]["cut_chains"]
         assert run[event]["chains"]["cut"] == 0, run[event]["cut_chains"]
         assert run[event]["chains"]["completed"] > in_flight["count"], run[event]["chains"]
+        # The replica's drain (tutorial_env.sh) outlasted HAProxy's reload without it: no request was sent to it after.
+        drain_s = float(TUTORIAL_RAY_ENV["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"])
+        assert run["min_draining_period_s"] == drain_s
+        assert 0 < run[event]["seconds_until_haproxy_dropped_it"] < drain_s, run[event]
 
     # Overloaded, one replica takes max_ongoing_requests + max_queued_requests and refuses the rest at once, with a
     # 503 that says why. Of those it takes, at least max_ongoing_requests run; how many of the queued ones also got

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.config import QWQ_CONFIG, ROOT, llm_config, load
-from harness.servers import TUTORIAL_RAY_ENV
+from harness.servers import ONE_MACHINE, TUTORIAL_RAY_ENV
 
 # (module, its config file, the mode (TUTORIAL_DEVICE) that tutorial_env.sh pairs them in)
 CASES = [
@@ -163,11 +163,13 @@ def test_the_ray_service_deploys_serve_qwq_32b_yaml():
     autoscaling = llm_config(config_file)["deployment_config"]["autoscaling_config"]
     assert workers["maxReplicas"] == autoscaling["max_replicas"]
     assert manifest["authOptions"] == {"mode": "token"}
-    # Every pod gets tutorial_env.sh's Serve settings (token auth comes from authOptions; a pod is not one machine).
-    serve_env = {name: value for name, value in TUTORIAL_RAY_ENV.items() if name.startswith("RAY_SERVE_")}
+    # Every pod gets tutorial_env.sh's Serve settings (token auth comes from authOptions), but those for one machine:
+    # a stopping replica keeps Ray's 30 s drain, which covers HAProxy on every node.
+    serve_env = {k: v for k, v in TUTORIAL_RAY_ENV.items() if k.startswith("RAY_SERVE_") and k not in ONE_MACHINE}
     for group in (manifest["headGroupSpec"], workers):
         env = {item["name"]: item.get("value") for item in group["template"]["spec"]["containers"][0]["env"]}
         assert {name: env.get(name) for name in serve_env} == serve_env
+        assert not set(ONE_MACHINE) & set(env)
     # HAProxy's old process keeps a connection for a chain in flight and one more: two grace periods.
     grace = llm_config(config_file)["deployment_config"]["graceful_shutdown_timeout_s"]
     assert int(serve_env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= 2 * grace
