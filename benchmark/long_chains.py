@@ -143,9 +143,9 @@ def summary(chains, event, replica, moments, served):
     stop = next(at for name, at in moments.items() if name.startswith("Serve told"))
     entries = [entry for entry in chains.log if entry["event"] == event]
     in_flight, dropped = chains.in_flight(stop), moments.get(HAPROXY_DROPPED)
+    completed = [round(e["ended"] - e["sent"], 1) for e in entries if ending(e) == "completed"]  # seconds each took
     cut = [entry for entry in entries if ending(entry) != "completed"][:20]
-    moments = {name: at for name, at in moments.items() if at is not None}
-    first = min(moments.values())
+    moments = dict(sorted(((name, at) for name, at in moments.items() if at is not None), key=lambda m: m[1]))
     return {
         "replica_stopped": replica,
         "chains": {kind: sum(ending(e) == kind for e in entries) for kind in OUTCOMES},
@@ -157,9 +157,9 @@ def summary(chains, event, replica, moments, served):
         },
         # What a stopping replica must wait for before it may go: Serve's drain period must cover it.
         "seconds_until_haproxy_dropped_it": dropped and round(dropped - stop, 2),
-        "chain_seconds_max": round(max(e["ended"] - e["sent"] for e in entries if ending(e) == "completed"), 1),
+        "chain_seconds_max": max(completed, default=None),  # none, where every chain of the step was cut
         "retried": sum(1 for e in entries if len(served.get(e["id"], [])) > 1),
-        "seconds": {name: round(at - first, 1) for name, at in sorted(moments.items(), key=lambda m: m[1])},
+        "seconds": {name: round(at - min(moments.values()), 1) for name, at in moments.items()},
         "cut_chains": [{**e, "sent": round(e["sent"] - stop, 1), "ended": round(e["ended"] - stop, 1)} for e in cut],
     }
 
