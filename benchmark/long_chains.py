@@ -221,8 +221,8 @@ def outcome(results):
     def stopped(run, event, key):
         return run[event]["in_flight_when_serve_told_the_replica_to_stop"][key]
 
-    def cut_later(event):  # chains of the step that broke off, less those in flight at the stop
-        return options[event]["chains"]["cut"] - stopped(options, event, "cut")
+    def cut(run, in_flight=False):  # chains of both steps that broke off (of those in flight at a stop)
+        return sum(stopped(run, e, "cut") if in_flight else run[e]["chains"]["cut"] for e in ("scale-down", "redeploy"))
 
     def cut_count(run):
         count = sum(run[event]["chains"]["cut"] for event in ("scale-down", "redeploy"))
@@ -234,10 +234,10 @@ def outcome(results):
         f"With Ray's defaults, Serve killed the stopping replica 35 s after it told it to stop, and with it "
         f"{stopped(defaults, 'scale-down', 'cut')} of the {stopped(defaults, 'scale-down', 'count')} chains in flight "
         f"at the scale-down and {stopped(defaults, 'redeploy', 'cut')} of the {stopped(defaults, 'redeploy', 'count')} "
-        f"at the redeploy. With the deployment options alone none of those was cut, but "
-        f"{cut_later('scale-down')} chains that began after the scale-down's stop and {cut_later('redeploy')} after "
-        f"the redeploy's broke off mid-stream, each group {options['haproxy_hard_stop_after_s']} s after a reload of "
-        f"HAProxy. With the tutorial's settings {cut_count(tutorial)}: the stopping replica stayed until its last "
+        f"at the redeploy. With the deployment options alone Serve let the stopping replica finish its chains, but "
+        f"HAProxy's old process closed its connections {options['haproxy_hard_stop_after_s']} s after a reload: "
+        f"{cut(options)} chains broke off mid-stream, {cut(options, in_flight=True)} of them in flight at a stop. "
+        f"With the tutorial's settings {cut_count(tutorial)}: the stopping replica stayed until its last "
         f"chain ended, {stopped(tutorial, 'scale-down', 'seconds_the_last_ran_after_the_stop')} s and "
         f"{stopped(tutorial, 'redeploy', 'seconds_the_last_ran_after_the_stop')} s after the stop. A redeploy of one "
         f"replica stops it before its successor starts: "
