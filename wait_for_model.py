@@ -81,8 +81,9 @@ def autoscaler_refused(since):
 
 def replica_start_failed(app, since):
     """Whether Serve's controller logged, after `since` (a time), that a replica of `app` failed to start. `serve
-    status` says so too, but only until a retry that is slow to start replaces the message."""
-    for path in glob.glob(f"{LOGS}/serve/controller_*.log"):
+    status` says so too, but only until a retry that is slow to start replaces the message. The controller's lines are
+    in its log and its actor's stderr (a worker-*.err); in the latter alone once an engine's exception reached it."""
+    for path in glob.glob(f"{LOGS}/serve/controller_*.log") + glob.glob(f"{LOGS}/worker-*.err"):
         for line in open(path, errors="replace"):
             found = re.match(r"\w+ ([\d-]+ [\d:]+),\d+ .*Exception in Replica\(.*app='([^']*)'", line)
             if found and found.group(2) == app and logged_since(found.group(1), since):

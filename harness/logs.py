@@ -56,6 +56,17 @@ def first_time(files, pattern, since=None):
     return min(times) if times else None
 
 
+def controller_logs(log_folder):
+    """Serve's controller's log files in a node's Ray log folder: its own log, and its actor's stderr, which has the
+    same lines. Once an engine's exception has reached the controller (a replica whose engine died), the controller
+    has imported vLLM, and from then on its lines went to its stderr alone (seen in CI, Ray 2.60, vLLM 0.29)."""
+    folder = Path(log_folder)
+    own = list(folder.glob("serve/controller_[0-9]*.log"))  # not the app builders' controller_build_*.log
+    return own + [
+        path for path in folder.glob("worker-*.err") if ":actor_name:ServeController" in path.read_text()[:200]
+    ]
+
+
 def replica_logs(log_folders):
     """The model replicas' log files under Ray log folders (one per node)."""
     return [path for folder in log_folders for path in Path(folder, "serve").glob("replica_*LLMServer*.log")]
@@ -85,7 +96,7 @@ class ServeLogs:
         self.logs = self.folder / "serve"
 
     def controller(self):
-        return list(self.logs.glob("controller_[0-9]*.log"))  # not the app builders' controller_build_*.log
+        return controller_logs(self.folder)
 
     def first(self, pattern, since=None):
         """When the controller first logged a line matching `pattern` (at or after `since`)."""

@@ -19,7 +19,7 @@ import httpx
 
 from ci import follow_readme
 from harness.config import CPU_CONFIG, MODEL_ID, ROOT, load
-from harness.logs import first_time
+from harness.logs import controller_logs, first_time
 from harness.servers import SERVE_URL, STANDARD_PATH, TUTORIAL_RAY_ENV, RayCluster, write_config
 from tests.plugin import files_containing, session_ray_logs
 
@@ -218,7 +218,7 @@ def test_standard_path_the_ingress_without_room_stops_the_wait_then_the_key_hold
         assert "num_cpus: 0" in wait.stderr  # and what to do
         # In its first round after Serve logged that the ingress waits to be scheduled (over 30 s after the deploy).
         warned = first_time(
-            [str(p) for p in Path(LOGS, "serve").glob("controller_*.log")],
+            controller_logs(LOGS),
             r"'ApiKeyIngress' in application 'default' has 1 replicas that have taken more than \d+s to be scheduled",
             since=deployed - 1,
         )

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from harness.config import CPU_CONFIG, ROOT, app_llm_config, load
-from harness.logs import first_time
+from harness.logs import controller_logs, first_time
 from harness.servers import TUTORIAL_RAY_ENV
 from tests.plugin import session_ray_logs
 
@@ -63,10 +63,9 @@ def session_logs(logs):
 
 def first_logged(pattern, logs, since):
     """When this test session's Ray cluster first logged a line that matches `pattern` in the files `logs` (a glob
-    under its logs folder), at or after the time `since`."""
-    logged = first_time(
-        session_logs(logs), pattern, since=since - 1
-    )  # a second's slack: Ray's log times are local, to the ms
+    under its logs folder, or "controller": Serve's controller's), at or after the time `since`."""
+    files = controller_logs(session_ray_logs()) if logs == "controller" else session_logs(logs)
+    logged = first_time(files, pattern, since=since - 1)  # a second's slack: Ray's log times are local, to the ms
     assert logged is not None, f"Ray logged no line like {pattern!r} in {logs}"
     return logged
 
@@ -113,12 +112,12 @@ def test_an_engine_that_cannot_start_fails_the_wait_fast_with_its_cause(broken_a
     ]
     assert "VLLM_CPU_KVCACHE_SPACE" in wait.stderr, wait.stderr[-5000:]  # the cause, from the replica's log
     failure = r"Exception in Replica\(.*app='no-engine'"
-    failed = first_logged(failure, "serve/controller_*.log", since=deployed)
+    failed = first_logged(failure, "controller", since=deployed)
     print(f"Serve's controller logged the failed start {failed - deployed:.0f}s after the deploy")
     # Fast: at the first failed start, not after Serve's retries (each a full cold start). A round of the wait is a
     # request (5 s at most) and `serve status`, which is slow while Serve starts the retry on the same 2 cores.
     if began < failed:  # (run first, as in the file's order; shuffled, the wait may begin after the failure)
-        retry_failed = first_time(session_logs("serve/controller_*.log"), failure, since=failed + 1)
+        retry_failed = first_time(controller_logs(session_ray_logs()), failure, since=failed + 1)
         assert retry_failed is None or ended < retry_failed, "the wait went on after Serve's first retry failed too"
     noticed = ended - max(failed, began)
     assert noticed < 60, f"the wait ended {noticed:.0f}s after Serve logged the failure (or after it began)"

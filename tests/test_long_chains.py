@@ -1,6 +1,6 @@
 """Long chains survive a scale-down and a redeploy with the tutorial's settings, and an overloaded deployment refuses
 at once: benchmark/long_chains.py run as a reader would, with serve_qwq_32b.yaml's deployment options and
-tutorial_env.sh's HAProxy settings, held to that (about 7 minutes on 2 cores).
+tutorial_env.sh's HAProxy settings, held to that (5.5 minutes in a CI run on 2 cores).
 
 The chains outlast Ray's default grace period (checked below), so the test fails if the deployment options stop doing
 their job. With Ray's HAProxy default, chains still running 120 s after a reload break off (the "options" run in
