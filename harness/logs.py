@@ -57,14 +57,18 @@ def first_time(files, pattern, since=None):
 
 
 def controller_logs(log_folder):
-    """Serve's controller's log files in a node's Ray log folder: its own log, and its actor's stderr, which has the
-    same lines. Once an engine's exception has reached the controller (a replica whose engine died), the controller
-    has imported vLLM, and from then on its lines went to its stderr alone (seen in CI, Ray 2.60, vLLM 0.29)."""
+    """Serve's controller's log files in a node's Ray log folder: its own log, and its actor's stderr, which has most of
+    the same lines. Once an engine's exception has reached the controller (a replica whose engine died), the controller
+    has imported vLLM, and from then on its lines went to its stderr alone (seen in CI, Ray 2.60, vLLM 0.29), though
+    not all of them ("started successfully" went nowhere)."""
     folder = Path(log_folder)
     own = list(folder.glob("serve/controller_[0-9]*.log"))  # not the app builders' controller_build_*.log
-    return own + [
-        path for path in folder.glob("worker-*.err") if ":actor_name:ServeController" in path.read_text()[:200]
-    ]
+    return own + [path for path in folder.glob("worker-*.err") if ":actor_name:ServeController" in head(path)]
+
+
+def head(path, size=200):
+    with open(path, errors="replace") as file:
+        return file.read(size)
 
 
 def replica_logs(log_folders):
@@ -103,14 +107,15 @@ class ServeLogs:
         return first_time(self.controller(), pattern, since=since)
 
     def controller_lines(self, pattern):
-        """[(match, when)] for every controller line matching `pattern`, in the order logged."""
-        found = []
+        """[(match, when)] for every controller line matching `pattern`, in the order logged: once each, though its
+        log and its stderr both have most lines."""
+        found = {}
         for path in self.controller():
             for line in path.read_text(errors="replace").splitlines():
                 match = re.search(pattern, line)
-                if match:
-                    found.append((match, line_time(line)))
-        return found
+                if match and line not in found:
+                    found[line] = (match, line_time(line))
+        return sorted(found.values(), key=lambda logged: logged[1])
 
     def started_replicas(self):
         """[(id, when it started successfully)] of the model's replicas, in order."""
